@@ -1,0 +1,30 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="visionllm-hf",
+    version="0.1.0",
+    description="The VisionLLM family (VisionLLM v1/v2, RegionGPT, u-LLaVA) as one Hugging Face-native library",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    package_data={"visionllm_hf": ["builder/corpus.txt"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.6",
+        "transformers>=5.23,<6",
+        "tokenizers>=0.22",
+        "huggingface_hub>=1.0",
+        "safetensors",
+        "numpy",
+        "pillow",
+    ],
+    extras_require={
+        # The exact builds this project is tested with; served from local disk on the project machines.
+        "torch": ["torch==2.14.1", "torchvision==0.29.1"],
+        "timm": ["timm>=1.0"],
+        "test": ["pytest>=8", "timm>=1.0"],
+    },
+    entry_points={"console_scripts": ["visionllm-hf=visionllm_hf.cli:main"]},
+)

@@ -1,0 +1,40 @@
+"""visionllm-hf: the VisionLLM family as one Hugging Face-native library.
+
+Importing the package registers the classes with transformers' Auto classes, so a saved checkpoint loads with
+`AutoModel.from_pretrained(path)` even without `trust_remote_code`.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+)
+
+from .modeling import (
+    VisionLLMCausalLMOutputWithPast,
+    VisionLLMConfig,
+    VisionLLMForConditionalGeneration,
+    VisionLLMModel,
+    VisionLLMPreTrainedModel,
+)
+from .processing import VisionLLMImageProcessor, VisionLLMProcessor
+
+__version__ = "0.1.0"
+
+AutoConfig.register(VisionLLMConfig.model_type, VisionLLMConfig, exist_ok=True)
+AutoModel.register(VisionLLMConfig, VisionLLMForConditionalGeneration, exist_ok=True)
+AutoModelForImageTextToText.register(VisionLLMConfig, VisionLLMForConditionalGeneration, exist_ok=True)
+AutoImageProcessor.register(VisionLLMConfig, VisionLLMImageProcessor, exist_ok=True)
+AutoProcessor.register(VisionLLMConfig, VisionLLMProcessor, exist_ok=True)
+
+__all__ = [
+    "VisionLLMCausalLMOutputWithPast",
+    "VisionLLMConfig",
+    "VisionLLMForConditionalGeneration",
+    "VisionLLMImageProcessor",
+    "VisionLLMModel",
+    "VisionLLMPreTrainedModel",
+    "VisionLLMProcessor",
+]

@@ -1,0 +1,21 @@
+"""Build VisionLLM checkpoints: tiny random models, the paper's sizes on the meta device, pretrained assembly."""
+
+from .assemble import assemble_from_pretrained, resize_embeddings_to_mean
+from .checkpoint import build_processor, build_tiny, count_parameters, save_checkpoint
+from .presets import PRESETS, make_config, tiny_config, visionllm_v2_config
+from .tokenizer import add_special_tokens, train_tiny_tokenizer
+
+__all__ = [
+    "PRESETS",
+    "add_special_tokens",
+    "assemble_from_pretrained",
+    "build_processor",
+    "build_tiny",
+    "count_parameters",
+    "make_config",
+    "resize_embeddings_to_mean",
+    "save_checkpoint",
+    "tiny_config",
+    "train_tiny_tokenizer",
+    "visionllm_v2_config",
+]

@@ -1,0 +1,72 @@
+"""Assemble a model and processor from a config and a tokenizer, save them, and count parameters."""
+
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from ..modeling.configuration_visionllm import VisionLLMConfig
+from ..modeling.modeling_visionllm import VisionLLMForConditionalGeneration
+from ..processing.chat_template import CHAT_TEMPLATE
+from ..processing.image_processing_visionllm import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, VisionLLMImageProcessor
+from ..processing.processing_visionllm import VisionLLMProcessor
+
+
+def build_processor(
+    config: VisionLLMConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    image_mean: list[float] = OPENAI_CLIP_MEAN,
+    image_std: list[float] = OPENAI_CLIP_STD,
+) -> VisionLLMProcessor:
+    """The processor whose tiling and token counts agree with `config`."""
+    image_processor = VisionLLMImageProcessor(
+        tile_size=config.tile_size,
+        min_tiles=config.min_tiles,
+        max_tiles=config.max_tiles,
+        tile_grids=config.tile_grids,
+        use_global_view=config.use_global_view,
+        image_seq_length=config.image_seq_length,
+        image_mean=list(image_mean),
+        image_std=list(image_std),
+    )
+    return VisionLLMProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
+
+
+def save_checkpoint(model: VisionLLMForConditionalGeneration, processor: VisionLLMProcessor, out: str | Path):
+    """Safetensors weights, config with `auto_map`, processor files and the flat remote code, in one folder."""
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+
+
+def count_parameters(model: VisionLLMForConditionalGeneration) -> dict[str, int]:
+    """Parameters per component; works on the meta device."""
+
+    def count(module: torch.nn.Module) -> int:
+        return sum(parameter.numel() for parameter in module.parameters())
+
+    llm = count(model.model.language_model)
+    if not model.config.tie_word_embeddings:
+        llm += count(model.lm_head)
+    counts = {
+        "vision_tower": count(model.model.vision_tower),
+        "projector": count(model.model.multi_modal_projector),
+        "llm": llm,
+    }
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+
+
+def build_tiny(seed: int = 0) -> tuple[VisionLLMForConditionalGeneration, VisionLLMProcessor]:
+    """A random tiny model (CLIP vision + Llama, hidden 32) with an offline tokenizer; seconds on CPU."""
+    from .presets import tiny_config
+    from .tokenizer import add_special_tokens, train_tiny_tokenizer
+
+    tokenizer = train_tiny_tokenizer()
+    config = tiny_config(add_special_tokens(tokenizer), vocab_size=len(tokenizer))
+    torch.manual_seed(seed)
+    return VisionLLMForConditionalGeneration(config), build_processor(config, tokenizer)
+
+
+__all__ = ["build_processor", "build_tiny", "count_parameters", "save_checkpoint"]

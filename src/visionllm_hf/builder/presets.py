@@ -1,0 +1,89 @@
+"""Named model sizes: `tiny` (random, seconds on CPU) and `visionllm-v2` (the paper's CLIP-L/336 + Vicuna-7B)."""
+
+from transformers import CLIPVisionConfig, LlamaConfig, PreTrainedConfig
+
+from ..modeling.configuration_visionllm import VisionLLMConfig
+from ..processing.special_tokens import SPECIAL_TOKENS
+from .vision import feature_select_strategy, probe_vision_features
+
+
+def make_config(vision_config: PreTrainedConfig, text_config: PreTrainedConfig, **fields) -> VisionLLMConfig:
+    """A `VisionLLMConfig` for any tower and LLM; derives what the tower's config does not state."""
+    fields.setdefault("vision_feature_select_strategy", feature_select_strategy(vision_config))
+    if not hasattr(vision_config, "hidden_size") or not hasattr(vision_config, "patch_size"):
+        tile_size = fields.setdefault("tile_size", 224)
+        feature_dim, seq_length = probe_vision_features(
+            vision_config, tile_size, fields.get("vision_feature_layer", -2)
+        )
+        fields.setdefault("vision_feature_dim", feature_dim)
+        fields.setdefault("image_seq_length", seq_length)
+    return VisionLLMConfig(vision_config=vision_config, text_config=text_config, **fields)
+
+
+def tiny_text_config(vocab_size: int, **overrides) -> LlamaConfig:
+    defaults = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+    )
+    return LlamaConfig(**{**defaults, **overrides})
+
+
+def tiny_vision_config(**overrides) -> CLIPVisionConfig:
+    defaults = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+    )
+    return CLIPVisionConfig(**{**defaults, **overrides})
+
+
+def tiny_config(token_ids: dict[str, int], vocab_size: int) -> VisionLLMConfig:
+    """CLIP vision (hidden 32, 2 layers, 32 px tiles of 16 tokens) + Llama (hidden 32, 2 layers)."""
+    return make_config(tiny_vision_config(), tiny_text_config(vocab_size), vision_feature_layer=-1, **token_ids)
+
+
+VICUNA_7B_VOCAB = 32000
+
+
+def visionllm_v2_config(token_ids: dict[str, int] | None = None, vocab_size: int | None = None) -> VisionLLMConfig:
+    """
+    CLIP ViT-L/14 at 336 px + Vicuna-7B v1.5 sizes, max 4 tiles plus a global view (paper 002, table A12).
+    Without `token_ids`, our special tokens (and a pad token) take the ids after Vicuna's 32000.
+    """
+    if token_ids is None:
+        token_ids = {field: VICUNA_7B_VOCAB + index for index, field in enumerate(SPECIAL_TOKENS)}
+        vocab_size = VICUNA_7B_VOCAB + len(SPECIAL_TOKENS) + 1
+    vision = CLIPVisionConfig(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=336,
+        patch_size=14,
+        projection_dim=768,
+    )
+    text = LlamaConfig(
+        vocab_size=vocab_size or VICUNA_7B_VOCAB,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+    )
+    return make_config(vision, text, max_tiles=4, **token_ids)
+
+
+PRESETS = {"tiny": tiny_config, "visionllm-v2": visionllm_v2_config}
+
+__all__ = ["PRESETS", "make_config", "tiny_config", "tiny_text_config", "tiny_vision_config", "visionllm_v2_config"]

@@ -1,0 +1,81 @@
+"""`visionllm-hf` command line: `build` checkpoints and run the `demo`."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+
+def build(args: argparse.Namespace) -> int:
+    from .builder import assemble_from_pretrained, build_tiny, count_parameters, save_checkpoint, visionllm_v2_config
+
+    if args.vision or args.llm:
+        if not (args.vision and args.llm):
+            raise SystemExit("assembly from pretrained parts needs both --vision and --llm")
+        model, processor = assemble_from_pretrained(args.vision, args.llm, tokenizer=args.tokenizer)
+    elif args.meta:
+        from .modeling import VisionLLMForConditionalGeneration
+
+        if args.preset != "visionllm-v2":
+            raise SystemExit("--meta describes the paper's sizes: use it with --preset visionllm-v2")
+        config = visionllm_v2_config()
+        with torch.device("meta"):
+            model = VisionLLMForConditionalGeneration(config)
+        _print_counts(args.preset, count_parameters(model))
+        return 0
+    elif args.preset == "tiny":
+        model, processor = build_tiny(seed=args.seed)
+    else:
+        raise SystemExit(
+            f"--preset {args.preset} has no random build here: add --meta to count its parameters, or give "
+            "--vision and --llm to assemble it from pretrained weights"
+        )
+    if not args.out:
+        raise SystemExit("--out DIR is required to write a checkpoint")
+    save_checkpoint(model, processor, args.out)
+    _print_counts(args.out, count_parameters(model))
+    print(f"saved to {args.out}")
+    return 0
+
+
+def _print_counts(title: str, counts: dict[str, int]):
+    print(f"parameters of {title}:")
+    for name, value in counts.items():
+        print(f"  {name:<14}{value:>16,d}  ({value / 1e6:,.1f} M)")
+
+
+def demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out))
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="visionllm-hf", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build_parser = commands.add_parser("build", help="write a checkpoint: a preset or pretrained parts")
+    build_parser.add_argument("--preset", choices=["tiny", "visionllm-v2"], default="tiny")
+    build_parser.add_argument("--out", help="folder to write the checkpoint to")
+    build_parser.add_argument("--meta", action="store_true", help="only count parameters, on the meta device")
+    build_parser.add_argument("--vision", help="hub id or folder of the pretrained vision tower")
+    build_parser.add_argument("--llm", help="hub id or folder of the pretrained causal LM")
+    build_parser.add_argument("--tokenizer", help="hub id or folder of the tokenizer (defaults to --llm)")
+    build_parser.add_argument("--seed", type=int, default=0)
+    build_parser.set_defaults(handler=build)
+
+    demo_parser = commands.add_parser("demo", help="build, save, reload and query a model end to end")
+    demo_parser.add_argument("--out", default="outputs/demo", help="folder for the checkpoint and results")
+    demo_parser.set_defaults(handler=demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

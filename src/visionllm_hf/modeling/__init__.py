@@ -1,0 +1,17 @@
+from .configuration_visionllm import VisionLLMConfig
+from .modeling_visionllm import (
+    VisionLLMCausalLMOutputWithPast,
+    VisionLLMForConditionalGeneration,
+    VisionLLMModel,
+    VisionLLMModelOutputWithPast,
+    VisionLLMPreTrainedModel,
+)
+
+__all__ = [
+    "VisionLLMCausalLMOutputWithPast",
+    "VisionLLMConfig",
+    "VisionLLMForConditionalGeneration",
+    "VisionLLMModel",
+    "VisionLLMModelOutputWithPast",
+    "VisionLLMPreTrainedModel",
+]

@@ -1,0 +1,143 @@
+"""VisionLLM configuration.
+
+This file ships with every checkpoint (``trust_remote_code``), so it imports only
+from the Python standard library and transformers, never from ``visionllm_hf``.
+"""
+
+from typing import Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig
+from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+
+
+@strict
+class VisionLLMConfig(PreTrainedConfig):
+    r"""
+    Configuration of a VisionLLM model: a vision tower, a projector and a causal language model.
+
+    Args:
+        vision_config (`dict` or `PreTrainedConfig`, *optional*, defaults to a CLIP ViT-L/14-336 config):
+            Config of the image encoder. Any transformers vision tower works (CLIP, SigLIP, ...), and any timm
+            model through `TimmWrapperConfig`.
+        text_config (`dict` or `PreTrainedConfig`, *optional*, defaults to a Llama config):
+            Config of the causal language model (Llama, Qwen2, ...).
+        vision_feature_layer (`int`, *optional*, defaults to -2):
+            Index into the vision tower's `hidden_states` of the layer that feeds the LLM.
+        vision_feature_select_strategy (`str`, *optional*, defaults to `"default"`):
+            `"default"` drops the first token of a token-sequence feature (the CLS token of CLIP-like towers);
+            `"full"` keeps every token (SigLIP). Feature maps of shape (batch, channels, height, width), as timm
+            towers return, are flattened and keep every position.
+        vision_feature_dim (`int`, *optional*):
+            Channel width of the selected vision feature. Derived from `vision_config.hidden_size` when left unset;
+            must be given for towers without a `hidden_size` (timm).
+        image_seq_length (`int`, *optional*):
+            Number of LLM tokens one tile produces. Derived from `vision_config.image_size` and `patch_size` when
+            left unset; must be given for towers without them (timm).
+        projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
+            Activation between the two linear layers of the projector.
+        multimodal_projector_bias (`bool`, *optional*, defaults to `True`):
+            Whether the projector's linear layers have a bias.
+        tile_size (`int`, *optional*):
+            Side of a square tile in pixels. Defaults to `vision_config.image_size`.
+        min_tiles (`int`, *optional*, defaults to 1):
+            Fewest local tiles an image is cut into.
+        max_tiles (`int`, *optional*, defaults to 4):
+            Most local tiles an image is cut into (VisionLLM v2's "max tile").
+        tile_grids (`list[list[int]]`, *optional*):
+            The aspect-ratio set as `[columns, rows]` grids. Defaults to every grid with
+            `min_tiles <= columns * rows <= max_tiles`.
+        use_global_view (`bool`, *optional*, defaults to `True`):
+            Whether a whole-image view resized to one tile follows the local tiles.
+        image_token_id, region_token_id, det_token_id, seg_token_id, pose_token_id, gen_token_id, edit_token_id, loc_token_id (`int`, *optional*):
+            Vocabulary ids of the special tokens `<image>`, `<region>`, `[DET]`, `[SEG]`, `[POSE]`, `[GEN]`,
+            `[EDIT]` and `<LOC>`. Each is exactly one token id.
+        tie_word_embeddings (`bool`, *optional*, defaults to `False`):
+            Whether the LM head shares its weight with the input embeddings.
+
+    Example:
+
+    ```python
+    >>> from transformers import CLIPVisionConfig, LlamaConfig
+    >>> from visionllm_hf import VisionLLMConfig, VisionLLMForConditionalGeneration
+    >>> config = VisionLLMConfig(
+    ...     vision_config=CLIPVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    ...                                    intermediate_size=64, image_size=28, patch_size=14),
+    ...     text_config=LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    ...                             intermediate_size=64, vocab_size=300),
+    ...     image_token_id=299,
+    ... )
+    >>> model = VisionLLMForConditionalGeneration(config)
+    ```
+    """
+
+    model_type = "visionllm"
+
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(
+            config_class=AutoConfig,
+            model_type="clip_vision_model",
+            init_kwargs={
+                "hidden_size": 1024,
+                "intermediate_size": 4096,
+                "num_hidden_layers": 24,
+                "num_attention_heads": 16,
+                "image_size": 336,
+                "patch_size": 14,
+                "projection_dim": 768,
+            },
+        ),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    vision_feature_layer: int = -2
+    vision_feature_select_strategy: Literal["default", "full"] = "default"
+    vision_feature_dim: int | None = None
+    image_seq_length: int | None = None
+    projector_hidden_act: str = "gelu"
+    multimodal_projector_bias: bool = True
+    tile_size: int | None = None
+    min_tiles: int = 1
+    max_tiles: int = 4
+    tile_grids: list[list[int]] | None = None
+    use_global_view: bool = True
+    image_token_id: int | None = None
+    region_token_id: int | None = None
+    det_token_id: int | None = None
+    seg_token_id: int | None = None
+    pose_token_id: int | None = None
+    gen_token_id: int | None = None
+    edit_token_id: int | None = None
+    loc_token_id: int | None = None
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        vision = self.vision_config
+        has_vit_geometry = hasattr(vision, "image_size") and hasattr(vision, "patch_size")
+        if self.vision_feature_dim is None:
+            if not hasattr(vision, "hidden_size"):
+                raise ValueError(
+                    f"vision_config of type '{vision.model_type}' has no hidden_size: set vision_feature_dim"
+                )
+            self.vision_feature_dim = vision.hidden_size
+        if self.tile_size is None:
+            if not has_vit_geometry:
+                raise ValueError(f"vision_config of type '{vision.model_type}' has no image_size: set tile_size")
+            self.tile_size = vision.image_size
+        if self.image_seq_length is None:
+            if not has_vit_geometry:
+                raise ValueError(
+                    f"vision_config of type '{vision.model_type}' has no patch_size: set image_seq_length"
+                )
+            self.image_seq_length = (self.tile_size // vision.patch_size) ** 2
+        if not 1 <= self.min_tiles <= self.max_tiles:
+            raise ValueError(f"need 1 <= min_tiles <= max_tiles, got {self.min_tiles} and {self.max_tiles}")
+        # The text model's own flag decides tying when it was saved that way (same rule as LLaVA).
+        if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
+            self.tie_word_embeddings = True
+
+
+__all__ = ["VisionLLMConfig"]

@@ -1,0 +1,332 @@
+"""VisionLLM: a vision tower, a projector and a causal LM, with image features written into `<image>` slots.
+
+This file ships with every checkpoint (``trust_remote_code``): it imports only torch, transformers and its
+sibling ``configuration_visionllm``.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import ModelOutput
+
+from .configuration_visionllm import VisionLLMConfig
+
+
+@dataclass
+class VisionLLMModelOutputWithPast(ModelOutput):
+    """
+    Output of [`VisionLLMModel`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
+            Hidden states of the LLM's last layer.
+        past_key_values (`Cache`, *optional*):
+            The KV cache, returned when `use_cache=True`.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Hidden states of every LLM layer, returned when `output_hidden_states=True`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Attention weights, returned when `output_attentions=True`.
+        image_hidden_states (`torch.FloatTensor` of shape `(num_tiles, image_seq_length, hidden_size)`, *optional*):
+            Projected image features that were written into the `<image>` positions.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_hidden_states: torch.FloatTensor | None = None
+
+
+@dataclass
+class VisionLLMCausalLMOutputWithPast(ModelOutput):
+    """
+    Output of [`VisionLLMForConditionalGeneration`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Next-token cross-entropy over the positions whose `labels` are not -100.
+        logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
+            LM head scores.
+        past_key_values (`Cache`, *optional*):
+            The KV cache, returned when `use_cache=True`.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Hidden states of every LLM layer, returned when `output_hidden_states=True`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Attention weights, returned when `output_attentions=True`.
+        image_hidden_states (`torch.FloatTensor`, *optional*):
+            Projected image features that were written into the `<image>` positions.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_hidden_states: torch.FloatTensor | None = None
+
+
+def _is_prefill(past_key_values: Cache | None) -> bool:
+    return past_key_values is None or past_key_values.get_seq_length() == 0
+
+
+class VisionLLMMultiModalProjector(nn.Module):
+    """Two-layer MLP from the vision feature width to the LLM width (LLaVA-1.5's `mlp2x_gelu`)."""
+
+    def __init__(self, config: VisionLLMConfig):
+        super().__init__()
+        text_width = config.text_config.hidden_size
+        self.linear_1 = nn.Linear(config.vision_feature_dim, text_width, bias=config.multimodal_projector_bias)
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.linear_2 = nn.Linear(text_width, text_width, bias=config.multimodal_projector_bias)
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(image_features)))
+
+
+class VisionLLMPreTrainedModel(PreTrainedModel):
+    config: VisionLLMConfig
+    config_class = VisionLLMConfig
+    base_model_prefix = "model"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = False
+
+
+class VisionLLMModel(VisionLLMPreTrainedModel):
+    """The vision tower, the projector and the LLM backbone, without the LM head."""
+
+    def __init__(self, config: VisionLLMConfig):
+        super().__init__(config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.multi_modal_projector = VisionLLMMultiModalProjector(config)
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.language_model.set_input_embeddings(value)
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """
+        Encode tiles into LLM-width features.
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(num_tiles, 3, tile_size, tile_size)`):
+                Every tile of every image in the batch, in placeholder order (as the processor returns them).
+
+        Returns:
+            `torch.FloatTensor` of shape `(num_tiles, image_seq_length, text_hidden_size)`.
+        """
+        tower_dtype = next(self.vision_tower.parameters()).dtype
+        outputs = self.vision_tower(pixel_values.to(tower_dtype), output_hidden_states=True, return_dict=True)
+        features = outputs.hidden_states[self.config.vision_feature_layer]
+        if features.dim() == 4:  # a (batch, channels, height, width) map, as timm towers return
+            features = features.flatten(2).transpose(1, 2)
+        elif self.config.vision_feature_select_strategy == "default":
+            features = features[:, 1:]
+        projector_dtype = self.multi_modal_projector.linear_1.weight.dtype
+        return self.multi_modal_projector(features.to(projector_dtype))
+
+    def get_placeholder_mask(self, input_ids: torch.LongTensor, image_features: torch.Tensor) -> torch.BoolTensor:
+        """Positions of `<image>` tokens, checked against the number of image features."""
+        image_mask = input_ids == self.config.image_token_id
+        num_tokens = int(image_mask.sum())
+        num_features = image_features.shape[0] * image_features.shape[1]
+        if num_tokens != num_features:
+            raise ValueError(
+                f"Image features and image tokens do not match: {num_tokens} <image> tokens in input_ids but "
+                f"{num_features} image features ({image_features.shape[0]} tiles x {image_features.shape[1]} "
+                "tokens per tile). Build inputs with the VisionLLM processor, which expands each <image>."
+            )
+        return image_mask
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_grids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> VisionLLMModelOutputWithPast:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+                Token ids with each `<image>` already expanded to its tiles' tokens by the processor.
+            pixel_values (`torch.FloatTensor` of shape `(num_tiles, 3, tile_size, tile_size)`, *optional*):
+                Every tile of every image, in placeholder order.
+            image_grids (`torch.LongTensor` of shape `(num_images, 2)`, *optional*):
+                `[columns, rows]` of each image's local tiles; used to check that `pixel_values` holds
+                exactly the tiles the processor announced.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+
+        image_features = None
+        if pixel_values is not None:
+            if input_ids is None:
+                raise ValueError("pixel_values need input_ids to locate the <image> tokens")
+            self._check_tile_count(pixel_values, image_grids)
+            image_features = self.get_image_features(pixel_values)
+            image_mask = self.get_placeholder_mask(input_ids, image_features)
+            image_features = image_features.to(inputs_embeds.device, inputs_embeds.dtype)
+            inputs_embeds = inputs_embeds.masked_scatter(image_mask.unsqueeze(-1), image_features)
+        elif input_ids is not None and _is_prefill(past_key_values) and (input_ids == self.config.image_token_id).any():
+            raise ValueError("input_ids contain <image> tokens but no pixel_values were given")
+
+        kwargs.pop("return_dict", None)  # this model always returns its output dataclass
+        outputs = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            return_dict=True,
+            **kwargs,
+        )
+        return VisionLLMModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=image_features,
+        )
+
+    def _check_tile_count(self, pixel_values: torch.Tensor, image_grids: torch.LongTensor | None):
+        if image_grids is None:
+            return
+        global_views = len(image_grids) if self.config.use_global_view else 0
+        expected = int(image_grids.prod(dim=-1).sum()) + global_views
+        if pixel_values.shape[0] != expected:
+            raise ValueError(
+                f"pixel_values hold {pixel_values.shape[0]} tiles but image_grids announce {expected} "
+                f"({len(image_grids)} images, global view {'on' if self.config.use_global_view else 'off'})"
+            )
+
+
+class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixin):
+    """[`VisionLLMModel`] with an LM head; generates text with the KV cache, batched with left padding."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: VisionLLMConfig):
+        super().__init__(config)
+        self.model = VisionLLMModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Module):
+        self.lm_head = new_embeddings
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model.get_image_features(pixel_values)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_grids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> VisionLLMCausalLMOutputWithPast:
+        r"""
+        Args:
+            labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Target ids for the LM loss; -100 marks positions left out (prompt, image, padding).
+            logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to 0):
+                Compute logits only for the last `logits_to_keep` positions (0 keeps all).
+
+        Example:
+
+        ```python
+        >>> from transformers import AutoModel, AutoProcessor
+        >>> model = AutoModel.from_pretrained("path/to/checkpoint", trust_remote_code=True)
+        >>> processor = AutoProcessor.from_pretrained("path/to/checkpoint", trust_remote_code=True)
+        >>> messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]
+        >>> prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+        >>> inputs = processor(images=[image], text=[prompt], return_tensors="pt")
+        >>> output_ids = model.generate(**inputs, max_new_tokens=20)
+        >>> processor.post_process_image_text_to_text(output_ids[:, inputs["input_ids"].shape[1]:])
+        ```
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            image_grids=image_grids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
+            hidden_states = hidden_states[:, -logits_to_keep:]
+        elif isinstance(logits_to_keep, torch.Tensor):
+            hidden_states = hidden_states[:, logits_to_keep]
+        logits = self.lm_head(hidden_states.to(self.lm_head.weight.dtype))
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size)
+        return VisionLLMCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=outputs.image_hidden_states,
+        )
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # `register_for_auto_class` records one auto class; the image-text-to-text pipeline needs a second entry.
+        if self._auto_class is not None:
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})  # set by transformers, not declared
+            auto_map["AutoModelForImageTextToText"] = f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+VisionLLMConfig.register_for_auto_class()
+VisionLLMForConditionalGeneration.register_for_auto_class("AutoModel")
+
+__all__ = [
+    "VisionLLMCausalLMOutputWithPast",
+    "VisionLLMForConditionalGeneration",
+    "VisionLLMModel",
+    "VisionLLMModelOutputWithPast",
+    "VisionLLMMultiModalProjector",
+    "VisionLLMPreTrainedModel",
+]

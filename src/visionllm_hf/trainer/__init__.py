@@ -1,0 +1,3 @@
+"""Fine-tuning (`VisionLLMTrainer`, collators, stage presets) lands here with the training issue."""
+
+__all__ = []
