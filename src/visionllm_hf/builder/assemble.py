@@ -34,11 +34,9 @@ def assemble_from_pretrained(
     config = make_config(vision_config, language_source.config, **token_ids, **config_fields)
     model = VisionLLMForConditionalGeneration(config)
 
-    tower = model.model.vision_tower
-    if vision_config is not vision_source.config:  # dual encoder: keep the vision half
-        tower.vision_model.load_state_dict(vision_source.vision_model.state_dict())
-    else:
-        tower.load_state_dict(vision_source.state_dict())
+    is_dual_encoder = vision_config is not vision_source.config  # CLIP/SigLIP with a text half: keep the vision half
+    vision_weights = (vision_source.vision_model if is_dual_encoder else vision_source).state_dict()
+    model.model.vision_tower.load_state_dict(vision_weights)
     model.model.language_model.load_state_dict(language_source.base_model.state_dict())
     if not config.tie_word_embeddings:
         model.lm_head.load_state_dict(language_source.get_output_embeddings().state_dict())

@@ -11,12 +11,9 @@ def make_config(vision_config: PreTrainedConfig, text_config: PreTrainedConfig, 
     """A `VisionLLMConfig` for any tower and LLM; derives what the tower's config does not state."""
     fields.setdefault("vision_feature_select_strategy", feature_select_strategy(vision_config))
     if not hasattr(vision_config, "hidden_size") or not hasattr(vision_config, "patch_size"):
-        tile_size = fields.setdefault("tile_size", 224)
-        feature_dim, seq_length = probe_vision_features(
-            vision_config, tile_size, fields.get("vision_feature_layer", -2)
-        )
-        fields.setdefault("vision_feature_dim", feature_dim)
-        fields.setdefault("image_seq_length", seq_length)
+        probed = probe_vision_features(vision_config, fields.get("vision_feature_layer", -2), fields.get("tile_size"))
+        for field, value in probed.items():
+            fields.setdefault(field, value)
     return VisionLLMConfig(vision_config=vision_config, text_config=text_config, **fields)
 
 

@@ -1,0 +1,88 @@
+"""A saved folder is self-sufficient: it loads through trust_remote_code where visionllm_hf is not installed."""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
+
+import visionllm_hf
+
+from .helpers import random_image
+
+FLAT_CODE_FILES = {
+    "configuration_visionllm.py",
+    "modeling_visionllm.py",
+    "processing_visionllm.py",
+    "image_processing_visionllm.py",
+    "special_tokens.py",
+}
+
+
+def test_checkpoint_folder_holds_safetensors_auto_map_and_flat_code(tiny_checkpoint):
+    files = {path.name for path in Path(tiny_checkpoint).iterdir()}
+    assert "model.safetensors" in files and not any(name.endswith(".bin") for name in files)
+    assert FLAT_CODE_FILES <= files
+    config = json.loads((tiny_checkpoint / "config.json").read_text())
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_visionllm.VisionLLMConfig",
+        "AutoModel": "modeling_visionllm.VisionLLMForConditionalGeneration",
+        "AutoModelForImageTextToText": "modeling_visionllm.VisionLLMForConditionalGeneration",
+    }
+    processor_config = json.loads((tiny_checkpoint / "processor_config.json").read_text())
+    assert processor_config["auto_map"]["AutoProcessor"] == "processing_visionllm.VisionLLMProcessor"
+    for name in FLAT_CODE_FILES:  # only sibling imports (`from .x import`), nothing from our package
+        tree = ast.parse((tiny_checkpoint / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert node.level == 1 and f"{node.module}.py" in files, (name, node.module)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module]
+                assert not any(module.startswith("visionllm_hf") for module in modules), name
+
+
+def test_loads_without_the_package_and_gives_identical_logits(tiny, tiny_checkpoint, tmp_path):
+    model, processor = tiny
+    images = [random_image(40, 160, seed=1), random_image(150, 60, seed=2)]  # wide and tall
+    prompts = [processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}],
+        add_generation_prompt=True,
+    ) for question in ("What is here?", "Describe the picture, please.")]
+    np.savez(tmp_path / "images.npz", *images)
+    (tmp_path / "prompts.json").write_text(json.dumps(prompts))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    script = Path(__file__).with_name("fresh_env_load.py")
+    result = subprocess.run(
+        [sys.executable, str(script), str(tiny_checkpoint), str(tmp_path / "images.npz"),
+         str(tmp_path / "prompts.json"), str(tmp_path / "out.pt")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = torch.load(tmp_path / "out.pt")
+    assert all(module.startswith("transformers_modules.") for module in loaded["modules"]), loaded["modules"]
+
+    inputs = processor(images=images, text=prompts)
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    assert (loaded["logits"] - expected).abs().max() <= 1e-5
+    assert isinstance(loaded["answer"], str) and loaded["answer"]
+
+
+def test_loads_without_trust_remote_code_once_the_package_is_imported(tiny, tiny_checkpoint):
+    model, processor = tiny
+    assert AutoConfig.from_pretrained(tiny_checkpoint).__class__ is visionllm_hf.VisionLLMConfig
+    for auto_class in (AutoModel, AutoModelForImageTextToText):
+        loaded = auto_class.from_pretrained(tiny_checkpoint)
+        assert type(loaded) is visionllm_hf.VisionLLMForConditionalGeneration
+    loaded_processor = AutoProcessor.from_pretrained(tiny_checkpoint)
+    assert type(loaded_processor) is visionllm_hf.VisionLLMProcessor
+    image = random_image(64, 64)
+    inputs = loaded_processor(images=[image], text=["<image> hi"])
+    torch.testing.assert_close(inputs["pixel_values"], processor(images=[image], text=["<image> hi"])["pixel_values"])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(**inputs).logits, model(**inputs).logits, atol=1e-5, rtol=0)
