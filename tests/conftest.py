@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from visionllm_hf.builder import build_tiny, save_checkpoint
+from visionllm_hf.builder import build_tiny
+from visionllm_hf.cli import main
 
 
 @pytest.fixture(scope="session")
@@ -12,9 +13,10 @@ def tiny():
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tiny, tmp_path_factory):
+def tiny_checkpoint(tmp_path_factory):
+    """The folder `visionllm-hf build --preset tiny` writes (same seed as the `tiny` fixture)."""
     folder = tmp_path_factory.mktemp("tiny_checkpoint")
-    save_checkpoint(*tiny, folder)
+    assert main(["build", "--preset", "tiny", "--seed", "0", "--out", str(folder)]) == 0
     return folder
 
 

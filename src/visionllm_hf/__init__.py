@@ -26,7 +26,12 @@ __version__ = "0.1.0"
 AutoConfig.register(VisionLLMConfig.model_type, VisionLLMConfig, exist_ok=True)
 AutoModel.register(VisionLLMConfig, VisionLLMForConditionalGeneration, exist_ok=True)
 AutoModelForImageTextToText.register(VisionLLMConfig, VisionLLMForConditionalGeneration, exist_ok=True)
-AutoImageProcessor.register(VisionLLMConfig, VisionLLMImageProcessor, exist_ok=True)
+# One class serves every backend: it tiles with torch whatever transformers would pick.
+AutoImageProcessor.register(
+    VisionLLMConfig,
+    image_processor_classes={"torchvision": VisionLLMImageProcessor, "pil": VisionLLMImageProcessor},
+    exist_ok=True,
+)
 AutoProcessor.register(VisionLLMConfig, VisionLLMProcessor, exist_ok=True)
 
 __all__ = [
