@@ -186,7 +186,7 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
             image_features = self.get_image_features(pixel_values)
             image_mask = self.get_placeholder_mask(input_ids, image_features)
             image_features = image_features.to(inputs_embeds.device, inputs_embeds.dtype)
-            inputs_embeds = inputs_embeds.masked_scatter(image_mask.unsqueeze(-1), image_features)
+            inputs_embeds = inputs_embeds.masked_scatter(image_mask.unsqueeze(-1).to(inputs_embeds.device), image_features)
         elif input_ids is not None and _is_prefill(past_key_values) and (input_ids == self.config.image_token_id).any():
             raise ValueError("input_ids contain <image> tokens but no pixel_values were given")
 
