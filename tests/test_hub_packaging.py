@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
@@ -46,6 +45,22 @@ def test_checkpoint_folder_holds_safetensors_auto_map_and_flat_code(tiny_checkpo
                 assert not any(module.startswith("visionllm_hf") for module in modules), name
 
 
+def load_in_fresh_environment(checkpoint: Path, processor_kwargs: dict, workdir: Path) -> dict:
+    """Load `checkpoint` in a subprocess where visionllm_hf cannot be imported; its logits on the inputs."""
+    torch.save(processor_kwargs, workdir / "inputs.pt")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(workdir / "modules")}
+    script = Path(__file__).with_name("fresh_env_load.py")
+    result = subprocess.run(
+        [sys.executable, str(script), str(checkpoint), str(workdir / "inputs.pt"), str(workdir / "out.pt")],
+        env=env, cwd=workdir, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = torch.load(workdir / "out.pt")
+    assert all(module.startswith("transformers_modules.") for module in loaded["modules"]), loaded["modules"]
+    assert isinstance(loaded["answer"], str) and loaded["answer"]
+    return loaded
+
+
 def test_loads_without_the_package_and_gives_identical_logits(tiny, tiny_checkpoint, tmp_path):
     model, processor = tiny
     images = [random_image(40, 160, seed=1), random_image(150, 60, seed=2)]  # wide and tall
@@ -53,24 +68,11 @@ def test_loads_without_the_package_and_gives_identical_logits(tiny, tiny_checkpo
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}],
         add_generation_prompt=True,
     ) for question in ("What is here?", "Describe the picture, please.")]
-    np.savez(tmp_path / "images.npz", *images)
-    (tmp_path / "prompts.json").write_text(json.dumps(prompts))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    script = Path(__file__).with_name("fresh_env_load.py")
-    result = subprocess.run(
-        [sys.executable, str(script), str(tiny_checkpoint), str(tmp_path / "images.npz"),
-         str(tmp_path / "prompts.json"), str(tmp_path / "out.pt")],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    loaded = torch.load(tmp_path / "out.pt")
-    assert all(module.startswith("transformers_modules.") for module in loaded["modules"]), loaded["modules"]
-
+    loaded = load_in_fresh_environment(tiny_checkpoint, {"images": images, "text": prompts}, tmp_path)
     inputs = processor(images=images, text=prompts)
     with torch.no_grad():
         expected = model(**inputs).logits
     assert (loaded["logits"] - expected).abs().max() <= 1e-5
-    assert isinstance(loaded["answer"], str) and loaded["answer"]
 
 
 def test_loads_without_trust_remote_code_once_the_package_is_imported(tiny, tiny_checkpoint):

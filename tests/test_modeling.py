@@ -55,7 +55,7 @@ def test_placeholder_count_not_matching_features_raises(tiny):
     model, processor = tiny
     inputs = processor(images=[random_image(40, 40)], text=["<image> hi"])
     truncated = inputs["input_ids"][:, 5:]  # cut into the image tokens
-    with pytest.raises(ValueError, match=r"\d+ <image> tokens in input_ids but \d+ image features"):
+    with pytest.raises(ValueError, match=r"\d+ <image> tokens in input_ids but \d+ features"):
         model(input_ids=truncated, pixel_values=inputs["pixel_values"])
     with pytest.raises(ValueError, match="no pixel_values"):
         model(input_ids=inputs["input_ids"])

@@ -50,6 +50,7 @@ def count_parameters(model: VisionLLMForConditionalGeneration) -> dict[str, int]
     counts = {
         "vision_tower": count(model.model.vision_tower),
         "projector": count(model.model.multi_modal_projector),
+        "region_encoder": count(model.model.region_encoder) if model.model.region_encoder is not None else 0,
         "llm": llm,
     }
     counts["total"] = sum(counts.values())

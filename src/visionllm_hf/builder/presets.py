@@ -45,7 +45,13 @@ def tiny_vision_config(**overrides) -> CLIPVisionConfig:
 
 def tiny_config(token_ids: dict[str, int], vocab_size: int) -> VisionLLMConfig:
     """CLIP vision (hidden 32, 2 layers, 32 px tiles of 16 tokens) + Llama (hidden 32, 2 layers)."""
-    return make_config(tiny_vision_config(), tiny_text_config(vocab_size), vision_feature_layer=-1, **token_ids)
+    return make_config(
+        tiny_vision_config(),
+        tiny_text_config(vocab_size),
+        vision_feature_layer=-1,
+        region_conv_channels=[8, 16],
+        **token_ids,
+    )
 
 
 VICUNA_7B_VOCAB = 32000

@@ -4,6 +4,7 @@ This file ships with every checkpoint (``trust_remote_code``), so it imports onl
 from the Python standard library and transformers, never from ``visionllm_hf``.
 """
 
+import math
 from typing import Literal
 
 from huggingface_hub.dataclasses import strict
@@ -49,6 +50,15 @@ class VisionLLMConfig(PreTrainedConfig):
             `min_tiles <= columns * rows <= max_tiles`.
         use_global_view (`bool`, *optional*, defaults to `True`):
             Whether a whole-image view resized to one tile follows the local tiles.
+        region_encoder_type (`str`, *optional*, defaults to `"visionllm_v2"`):
+            How `<region>` embeddings are made: `"visionllm_v2"` (mask + image convolutions added to the global
+            view's features, grid-sampled inside the mask, own projection), `"regiongpt"` (4x deconvolution
+            refinement, mask pooling, projector shared with the image; image tokens also come from the refined
+            map), or `None` for a model without visual prompts.
+        region_conv_channels (`list[int]`, *optional*, defaults to `[64, 256]`):
+            Widths of the first two convolutions of the `visionllm_v2` region encoder.
+        region_sampling_factor (`int`, *optional*, defaults to 4):
+            The `visionllm_v2` encoder grid-samples features at this multiple of the feature grid resolution.
         image_token_id, region_token_id, det_token_id, seg_token_id, pose_token_id, gen_token_id, edit_token_id, loc_token_id (`int`, *optional*):
             Vocabulary ids of the special tokens `<image>`, `<region>`, `[DET]`, `[SEG]`, `[POSE]`, `[GEN]`,
             `[EDIT]` and `<LOC>`. Each is exactly one token id.
@@ -103,6 +113,9 @@ class VisionLLMConfig(PreTrainedConfig):
     max_tiles: int = 4
     tile_grids: list[list[int]] | None = None
     use_global_view: bool = True
+    region_encoder_type: Literal["visionllm_v2", "regiongpt"] | None = "visionllm_v2"
+    region_conv_channels: list[int] | None = None
+    region_sampling_factor: int = 4
     image_token_id: int | None = None
     region_token_id: int | None = None
     det_token_id: int | None = None
@@ -133,11 +146,24 @@ class VisionLLMConfig(PreTrainedConfig):
                     f"vision_config of type '{vision.model_type}' has no patch_size: set image_seq_length"
                 )
             self.image_seq_length = (self.tile_size // vision.patch_size) ** 2
+        if self.region_conv_channels is None:
+            self.region_conv_channels = [64, 256]
+        if self.region_encoder_type is not None and self.feature_grid_size ** 2 != self.image_seq_length:
+            raise ValueError(
+                f"region encoders need a square grid of features per tile, but image_seq_length is "
+                f"{self.image_seq_length}; set region_encoder_type=None"
+            )
         if not 1 <= self.min_tiles <= self.max_tiles:
             raise ValueError(f"need 1 <= min_tiles <= max_tiles, got {self.min_tiles} and {self.max_tiles}")
         # The text model's own flag decides tying when it was saved that way (same rule as LLaVA).
         if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
             self.tie_word_embeddings = True
+
+
+    @property
+    def feature_grid_size(self) -> int:
+        """Side of the square grid of vision features one tile gives (24 for CLIP-L/14 at 336 px)."""
+        return math.isqrt(self.image_seq_length)
 
 
 __all__ = ["VisionLLMConfig"]

@@ -14,6 +14,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import ModelOutput
 
 from .configuration_visionllm import VisionLLMConfig
+from .region_encoders import RegionGPTRegionEncoder, VisionLLMV2RegionEncoder
 
 
 @dataclass
@@ -69,6 +70,24 @@ class VisionLLMCausalLMOutputWithPast(ModelOutput):
     image_hidden_states: torch.FloatTensor | None = None
 
 
+PREFILL_ONLY_INPUTS = ("region_masks", "region_image_index")
+
+
+def build_region_encoder(config: VisionLLMConfig) -> nn.Module | None:
+    """The region encoder `config.region_encoder_type` names, or None."""
+    if config.region_encoder_type is None:
+        return None
+    if config.region_encoder_type == "regiongpt":
+        return RegionGPTRegionEncoder(vision_feature_dim=config.vision_feature_dim)
+    return VisionLLMV2RegionEncoder(
+        vision_feature_dim=config.vision_feature_dim,
+        text_hidden_size=config.text_config.hidden_size,
+        conv_channels=config.region_conv_channels,
+        sampling_factor=config.region_sampling_factor,
+        act=config.projector_hidden_act,
+    )
+
+
 def _is_prefill(past_key_values: Cache | None) -> bool:
     return past_key_values is None or past_key_values.get_seq_length() == 0
 
@@ -102,12 +121,13 @@ class VisionLLMPreTrainedModel(PreTrainedModel):
 
 
 class VisionLLMModel(VisionLLMPreTrainedModel):
-    """The vision tower, the projector and the LLM backbone, without the LM head."""
+    """The vision tower, the projector, the region encoder and the LLM backbone, without the LM head."""
 
     def __init__(self, config: VisionLLMConfig):
         super().__init__(config)
         self.vision_tower = AutoModel.from_config(config.vision_config)
         self.multi_modal_projector = VisionLLMMultiModalProjector(config)
+        self.region_encoder = build_region_encoder(config)
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
 
@@ -116,6 +136,19 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Module):
         self.language_model.set_input_embeddings(value)
+
+    def get_vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """
+        The selected vision layer's features before projection: `(num_tiles, image_seq_length, vision_feature_dim)`.
+        """
+        tower_dtype = next(self.vision_tower.parameters()).dtype
+        outputs = self.vision_tower(pixel_values.to(tower_dtype), output_hidden_states=True, return_dict=True)
+        features = outputs.hidden_states[self.config.vision_feature_layer]
+        if features.dim() == 4:  # a (batch, channels, height, width) map, as timm towers return
+            return features.flatten(2).transpose(1, 2)
+        if self.config.vision_feature_select_strategy == "default":
+            return features[:, 1:]
+        return features
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """
@@ -128,34 +161,76 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
         Returns:
             `torch.FloatTensor` of shape `(num_tiles, image_seq_length, text_hidden_size)`.
         """
-        tower_dtype = next(self.vision_tower.parameters()).dtype
-        outputs = self.vision_tower(pixel_values.to(tower_dtype), output_hidden_states=True, return_dict=True)
-        features = outputs.hidden_states[self.config.vision_feature_layer]
-        if features.dim() == 4:  # a (batch, channels, height, width) map, as timm towers return
-            features = features.flatten(2).transpose(1, 2)
-        elif self.config.vision_feature_select_strategy == "default":
-            features = features[:, 1:]
-        projector_dtype = self.multi_modal_projector.linear_1.weight.dtype
-        return self.multi_modal_projector(features.to(projector_dtype))
+        return self._encode_images(pixel_values)[0]
 
-    def get_placeholder_mask(self, input_ids: torch.LongTensor, image_features: torch.Tensor) -> torch.BoolTensor:
-        """Positions of `<image>` tokens, checked against the number of image features."""
-        image_mask = input_ids == self.config.image_token_id
-        num_tokens = int(image_mask.sum())
-        num_features = image_features.shape[0] * image_features.shape[1]
+    def _encode_images(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Projected image tokens, and the per-tile feature maps the region encoder reads (None without one)."""
+        features = self.get_vision_features(pixel_values)
+        if self.region_encoder is None:
+            return self._project(features), None
+        grid = self.config.feature_grid_size
+        maps = features.transpose(1, 2).unflatten(2, (grid, grid))
+        if self.config.region_encoder_type == "regiongpt":
+            maps = self.region_encoder.refine_maps(maps)
+            features = self.region_encoder.image_tokens(maps, grid)
+        return self._project(features), maps
+
+    def _project(self, features: torch.Tensor) -> torch.Tensor:
+        return self.multi_modal_projector(features.to(self.multi_modal_projector.linear_1.weight.dtype))
+
+    def get_region_features(
+        self,
+        feature_maps: torch.Tensor,
+        pixel_values: torch.Tensor,
+        image_grids: torch.LongTensor,
+        region_masks: torch.Tensor,
+        region_image_index: torch.LongTensor,
+    ) -> torch.Tensor:
+        """
+        One LLM-width embedding per region: `(num_regions, text_hidden_size)`.
+
+        Args:
+            feature_maps (`torch.Tensor`): per-tile maps from `_encode_images`.
+            pixel_values (`torch.Tensor`): the tiles, to find each image's global view.
+            image_grids (`torch.LongTensor` of shape `(num_images, 2)`): tiles per image.
+            region_masks (`torch.Tensor` of shape `(num_regions, tile_size, tile_size)`): the visual prompts,
+                over each image's global view.
+            region_image_index (`torch.LongTensor` of shape `(num_regions,)`): each region's image.
+        """
+        global_view = self._global_view_index(image_grids)[region_image_index.to(image_grids.device)]
+        global_view = global_view.to(feature_maps.device)
+        masks = region_masks.to(feature_maps.device, feature_maps.dtype)
+        if self.config.region_encoder_type == "regiongpt":
+            return self._project(self.region_encoder(feature_maps[global_view], masks))
+        global_pixels = pixel_values.to(feature_maps.device)[global_view]
+        return self.region_encoder(feature_maps[global_view], global_pixels, masks)
+
+    def _global_view_index(self, image_grids: torch.LongTensor) -> torch.LongTensor:
+        """Index in `pixel_values` of each image's global view (its last tile)."""
+        local_tiles = image_grids.prod(dim=-1)
+        if not self.config.use_global_view and (local_tiles > 1).any():
+            raise ValueError("regions need each image's global view: set use_global_view=True or max_tiles=1")
+        return (local_tiles + int(self.config.use_global_view)).cumsum(0) - 1
+
+    def _check_placeholders(self, input_ids: torch.LongTensor, token_id: int, features: torch.Tensor, what: str):
+        """Positions of `token_id`, checked against the number of feature vectors that fill them."""
+        mask = input_ids == token_id
+        num_tokens, num_features = int(mask.sum()), features.shape[0] * features.shape[1]
         if num_tokens != num_features:
             raise ValueError(
-                f"Image features and image tokens do not match: {num_tokens} <image> tokens in input_ids but "
-                f"{num_features} image features ({image_features.shape[0]} tiles x {image_features.shape[1]} "
-                "tokens per tile). Build inputs with the VisionLLM processor, which expands each <image>."
+                f"{what} features and tokens do not match: {num_tokens} {what} tokens in input_ids but "
+                f"{num_features} features ({'x'.join(map(str, features.shape[:-1]))}). Build inputs with the "
+                "VisionLLM processor, which expands each <image> and checks <region> counts."
             )
-        return image_mask
+        return mask
 
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         image_grids: torch.LongTensor | None = None,
+        region_masks: torch.Tensor | None = None,
+        region_image_index: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         past_key_values: Cache | None = None,
@@ -170,25 +245,42 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
             pixel_values (`torch.FloatTensor` of shape `(num_tiles, 3, tile_size, tile_size)`, *optional*):
                 Every tile of every image, in placeholder order.
             image_grids (`torch.LongTensor` of shape `(num_images, 2)`, *optional*):
-                `[columns, rows]` of each image's local tiles; used to check that `pixel_values` holds
-                exactly the tiles the processor announced.
+                `[columns, rows]` of each image's local tiles; checks that `pixel_values` holds exactly the
+                announced tiles, and locates each image's global view for regions.
+            region_masks (`torch.Tensor` of shape `(num_regions, tile_size, tile_size)`, *optional*):
+                Visual prompts as binary masks over their image's global view, in `<region>` order.
+            region_image_index (`torch.LongTensor` of shape `(num_regions,)`, *optional*):
+                Index of each region's image among the batch's images.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
+        if (region_masks is None) != (region_image_index is None):
+            raise ValueError("region_masks and region_image_index go together")
 
         image_features = None
         if pixel_values is not None:
             if input_ids is None:
                 raise ValueError("pixel_values need input_ids to locate the <image> tokens")
             self._check_tile_count(pixel_values, image_grids)
-            image_features = self.get_image_features(pixel_values)
-            image_mask = self.get_placeholder_mask(input_ids, image_features)
-            image_features = image_features.to(inputs_embeds.device, inputs_embeds.dtype)
-            inputs_embeds = inputs_embeds.masked_scatter(image_mask.unsqueeze(-1).to(inputs_embeds.device), image_features)
-        elif input_ids is not None and _is_prefill(past_key_values) and (input_ids == self.config.image_token_id).any():
-            raise ValueError("input_ids contain <image> tokens but no pixel_values were given")
+            image_features, feature_maps = self._encode_images(pixel_values)
+            inputs_embeds = self._scatter(inputs_embeds, input_ids, self.config.image_token_id, image_features, "<image>")
+            if region_masks is not None:
+                if self.region_encoder is None or image_grids is None:
+                    raise ValueError("regions need a model with a region encoder and the processor's image_grids")
+                region_features = self.get_region_features(
+                    feature_maps, pixel_values, image_grids, region_masks, region_image_index
+                )
+                inputs_embeds = self._scatter(
+                    inputs_embeds, input_ids, self.config.region_token_id, region_features[:, None], "<region>"
+                )
+        elif input_ids is not None and _is_prefill(past_key_values):
+            if (input_ids == self.config.image_token_id).any():
+                raise ValueError("input_ids contain <image> tokens but no pixel_values were given")
+        if region_masks is None and input_ids is not None and _is_prefill(past_key_values):
+            if self.config.region_token_id is not None and (input_ids == self.config.region_token_id).any():
+                raise ValueError("input_ids contain <region> tokens but no regions were given")
 
         kwargs.pop("return_dict", None)  # this model always returns its output dataclass
         outputs = self.language_model(
@@ -207,6 +299,11 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
             attentions=outputs.attentions,
             image_hidden_states=image_features,
         )
+
+    def _scatter(self, inputs_embeds, input_ids, token_id: int, features: torch.Tensor, what: str) -> torch.Tensor:
+        """Write `features` (`(items, tokens_per_item, width)`) into the positions of `token_id`, in order."""
+        mask = self._check_placeholders(input_ids, token_id, features, what).unsqueeze(-1).to(inputs_embeds.device)
+        return inputs_embeds.masked_scatter(mask, features.to(inputs_embeds.device, inputs_embeds.dtype))
 
     def _check_tile_count(self, pixel_values: torch.Tensor, image_grids: torch.LongTensor | None):
         if image_grids is None:
@@ -251,6 +348,8 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
         input_ids: torch.LongTensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         image_grids: torch.LongTensor | None = None,
+        region_masks: torch.Tensor | None = None,
+        region_image_index: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         past_key_values: Cache | None = None,
@@ -284,6 +383,8 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
             input_ids=input_ids,
             pixel_values=pixel_values,
             image_grids=image_grids,
+            region_masks=region_masks,
+            region_image_index=region_image_index,
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=past_key_values,
@@ -309,6 +410,14 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,
         )
+
+    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
+        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if not is_first_iteration and kwargs.get("use_cache", True):
+            # regions are encoded once at prefill, like pixel_values (which transformers drops itself)
+            for key in PREFILL_ONLY_INPUTS:
+                model_inputs.pop(key, None)
+        return model_inputs
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # `register_for_auto_class` records one auto class; the image-text-to-text pipeline needs a second entry.

@@ -4,12 +4,15 @@ This file ships with every checkpoint (``trust_remote_code``): it imports only t
 siblings in this folder.
 """
 
+import math
+
 import torch
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
-from .image_processing_visionllm import flatten_images
-from .special_tokens import IMAGE_TOKEN
+from .image_processing_visionllm import flatten_images, load_image
+from .regions import is_region, rasterize_region
+from .special_tokens import IMAGE_TOKEN, REGION_TOKEN
 
 
 class VisionLLMProcessor(ProcessorMixin):
@@ -17,8 +20,8 @@ class VisionLLMProcessor(ProcessorMixin):
     Prepares text and images for [`VisionLLMForConditionalGeneration`].
 
     Each `<image>` in the text is replaced by `(tiles of that image) * image_seq_length` copies of `<image>`, the
-    positions the model fills with image features. Batches are padded on the tokenizer's padding side (left for
-    generation).
+    positions the model fills with image features. Each `<region>` stays one token, filled with the embedding
+    of one visual prompt. Batches are padded on the tokenizer's padding side (left for generation).
 
     Args:
         image_processor ([`VisionLLMImageProcessor`]):
@@ -40,6 +43,7 @@ class VisionLLMProcessor(ProcessorMixin):
         self,
         images=None,
         text: str | list[str] | None = None,
+        regions=None,
         return_tensors: str | None = "pt",
         padding: bool | str = True,
         **tokenizer_kwargs,
@@ -50,7 +54,11 @@ class VisionLLMProcessor(ProcessorMixin):
                 One image, a flat list consumed in `<image>` order across the batch, or one list per sample.
                 Each image is a path, `PIL.Image`, numpy HWC array or torch CHW tensor.
             text (`str` or `list[str]`):
-                Prompts; each `<image>` marks where one image goes.
+                Prompts; each `<image>` marks where one image goes, each `<region>` where one region goes.
+            regions (*optional*):
+                Visual prompts, laid out like `images` (one list per image, or per sample one list per image),
+                each a box, point, scribble, polygon or mask (see `regions.py`). A sample's `<region>`
+                placeholders take its regions in order: those of its first image, then its second, ...
             return_tensors (`str`, *optional*, defaults to `"pt"`):
                 Tensor type of the output.
             padding (`bool` or `str`, *optional*, defaults to `True`):
@@ -59,8 +67,9 @@ class VisionLLMProcessor(ProcessorMixin):
                 Passed to the tokenizer (`padding_side`, `truncation`, `max_length`, ...).
 
         Returns:
-            [`BatchFeature`] with `input_ids`, `attention_mask` and, when images are given, `pixel_values` and
-            `image_grids`.
+            [`BatchFeature`] with `input_ids`, `attention_mask`; with images, `pixel_values` and `image_grids`;
+            with regions, `region_masks` (`(num_regions, tile, tile)` bool masks over each image's global view)
+            and `region_image_index` (index of each region's image in the batch's flat image list).
         """
         if text is None:
             raise ValueError("text is required: each <image> in it marks where an image goes")
@@ -68,11 +77,14 @@ class VisionLLMProcessor(ProcessorMixin):
         if not all(isinstance(sample, str) for sample in texts):
             raise TypeError("text must be a string or a list of strings")
         images_per_sample = self._assign_images(images, texts)
+        loaded_images = [load_image(image) for image in flatten_images(images_per_sample)]
 
         data = {}
+        if regions is not None or any(REGION_TOKEN in sample for sample in texts):
+            data.update(self._prepare_regions(regions, texts, images_per_sample, loaded_images))
         image_tokens_per_sample = [0] * len(texts)
-        if any(images_per_sample):
-            image_inputs = self.image_processor(flatten_images(images_per_sample), return_tensors="pt")
+        if loaded_images:
+            image_inputs = self.image_processor(loaded_images, return_tensors="pt")
             grids = iter(image_inputs["image_grids"].tolist())
             expanded = []
             for index, sample in enumerate(texts):
@@ -115,6 +127,34 @@ class VisionLLMProcessor(ProcessorMixin):
         ends = torch.tensor(placeholders).cumsum(0).tolist()
         return [flat[end - count : end] for end, count in zip(ends, placeholders)]
 
+    def _prepare_regions(self, regions, texts: list[str], images_per_sample: list[list], loaded_images: list) -> dict:
+        """Rasterise every region over its image's global view and check counts against `<region>` per sample."""
+        placeholders = [sample.count(REGION_TOKEN) for sample in texts]
+        regions_per_image = _regions_per_image(regions, images_per_sample)
+        image_processor = self.image_processor
+        cell_size = image_processor.tile_size / math.isqrt(image_processor.image_seq_length)
+        masks, image_index = [], []
+        first_image = 0
+        for sample, (sample_images, count) in enumerate(zip(images_per_sample, placeholders)):
+            sample_regions = [
+                (first_image + offset, region)
+                for offset in range(len(sample_images))
+                for region in regions_per_image[first_image + offset]
+            ]
+            if len(sample_regions) != count:
+                raise ValueError(
+                    f"sample {sample} has {count} {REGION_TOKEN} placeholders but {len(sample_regions)} regions"
+                )
+            for number, (image, region) in enumerate(sample_regions):
+                size = tuple(loaded_images[image].shape[1:])
+                where = f"sample {sample}, region {number}"
+                masks.append(rasterize_region(region, size, image_processor.tile_size, cell_size, where))
+                image_index.append(image)
+            first_image += len(sample_images)
+        if not masks:
+            return {}
+        return {"region_masks": torch.stack(masks), "region_image_index": torch.tensor(image_index)}
+
     def _check_image_token_counts(self, input_ids, expected: list[int]):
         for index, (ids, count) in enumerate(zip(input_ids, expected)):
             found = int((torch.as_tensor(ids) == self.image_token_id).sum())
@@ -126,7 +166,32 @@ class VisionLLMProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
-        return ["input_ids", "attention_mask", "pixel_values", "image_grids"]
+        return ["input_ids", "attention_mask", "pixel_values", "image_grids", "region_masks", "region_image_index"]
+
+
+def _regions_per_image(regions, images_per_sample: list[list]) -> list[list]:
+    """Regions as one list per image of the batch, from a per-image list or a per-sample list of per-image lists."""
+    num_images = sum(len(sample) for sample in images_per_sample)
+    if regions is None:
+        return [[] for _ in range(num_images)]
+    if not isinstance(regions, (list, tuple)):
+        raise TypeError("regions must be a list with one list of regions per image")
+
+    def is_region_list(value) -> bool:
+        return isinstance(value, (list, tuple)) and all(is_region(item) for item in value)
+
+    if len(regions) == num_images and all(is_region_list(item) for item in regions):
+        return [list(item) for item in regions]
+    per_sample_ok = len(regions) == len(images_per_sample) and all(
+        isinstance(sample, (list, tuple)) and len(sample) == len(images) and all(map(is_region_list, sample))
+        for sample, images in zip(regions, images_per_sample)
+    )
+    if per_sample_ok:
+        return [list(item) for sample in regions for item in sample]
+    raise ValueError(
+        f"regions must hold one list of regions per image ({num_images} images), or per sample one such list "
+        "per image of that sample"
+    )
 
 
 VisionLLMProcessor.register_for_auto_class("AutoProcessor")
