@@ -7,18 +7,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 import visionllm_hf
+from visionllm_hf.builder import save_checkpoint
 
 from .helpers import random_image
+from .test_regions import build as build_with_region_encoder
 
 FLAT_CODE_FILES = {
     "configuration_visionllm.py",
     "modeling_visionllm.py",
+    "region_encoders.py",
     "processing_visionllm.py",
     "image_processing_visionllm.py",
+    "regions.py",
     "special_tokens.py",
 }
 
@@ -88,3 +93,20 @@ def test_loads_without_trust_remote_code_once_the_package_is_imported(tiny, tiny
     torch.testing.assert_close(inputs["pixel_values"], processor(images=[image], text=["<image> hi"])["pixel_values"])
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(**inputs).logits, model(**inputs).logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("encoder", ["visionllm_v2", "regiongpt"])
+def test_region_encoder_checkpoints_round_trip_without_the_package(encoder, tmp_path):
+    model, processor = build_with_region_encoder(encoder)
+    checkpoint = tmp_path / "checkpoint"
+    save_checkpoint(model, processor, checkpoint)
+    assert "region_encoders.py" in {path.name for path in checkpoint.iterdir()}
+    processor_kwargs = {
+        "images": [random_image(50, 120, seed=1), random_image(90, 45, seed=2)],
+        "text": ["<image> What is <region> next to <region>?", "<image> Describe it."],
+        "regions": [[{"box": [5, 5, 60, 40]}, {"scribble": [[1, 1], [100, 45]]}], []],
+    }
+    loaded = load_in_fresh_environment(checkpoint, processor_kwargs, tmp_path)
+    with torch.no_grad():
+        expected = model(**processor(**processor_kwargs)).logits
+    assert (loaded["logits"] - expected).abs().max() <= 1e-5

@@ -132,7 +132,7 @@ _DRAW = {"box": _draw_box, "point": _draw_point, "scribble": _draw_scribble, "po
 def _as_mask_array(value, image_size: tuple[int, int], where: str) -> torch.Tensor:
     if isinstance(value, Image.Image):
         value = np.asarray(value.convert("L"))
-    mask = torch.as_tensor(np.asarray(value) if not isinstance(value, torch.Tensor) else value).detach().cpu()
+    mask = value.detach().cpu() if isinstance(value, torch.Tensor) else torch.from_numpy(np.array(value))
     if mask.dim() == 3 and mask.shape[0] == 1:
         mask = mask[0]
     if tuple(mask.shape) != tuple(image_size):
