@@ -13,6 +13,19 @@ def tiny():
 
 
 @pytest.fixture(scope="session")
+def tiny_plain():
+    """The tiny model without decoders: a chat model generating through transformers' own loop."""
+    model, processor = build_tiny(seed=0, decoders=False)
+    return model.eval(), processor
+
+
+@pytest.fixture(scope="session", params=["tiny_plain", "tiny"])
+def either_tiny(request):
+    """Both generation paths: transformers' loop (no decoders) and the super-link loop (with decoders)."""
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """The folder `visionllm-hf build --preset tiny` writes (same seed as the `tiny` fixture)."""
     folder = tmp_path_factory.mktemp("tiny_checkpoint")
@@ -21,8 +34,8 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture
-def chat_prompt(tiny):
-    _, processor = tiny
+def chat_prompt(tiny_plain):
+    _, processor = tiny_plain
 
     def make(question: str, images: int = 1) -> str:
         content = [{"type": "image"}] * images + [{"type": "text", "text": question}]

@@ -37,7 +37,7 @@ def run_demo(out: Path, question: str = "What shapes are in the image?") -> list
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     inputs = processor(images=list(images.values()), text=[prompt] * len(images), return_tensors="pt")
-    generated = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+    generated = model.generate(**inputs, max_new_tokens=12, do_sample=False, return_dict_in_generate=False)
     answers = processor.post_process_image_text_to_text(generated[:, inputs["input_ids"].shape[1] :])
 
     results = []

@@ -10,6 +10,7 @@ from ..modeling.modeling_visionllm import VisionLLMForConditionalGeneration
 from ..processing.chat_template import CHAT_TEMPLATE
 from ..processing.image_processing_visionllm import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, VisionLLMImageProcessor
 from ..processing.processing_visionllm import VisionLLMProcessor
+from ..processing.special_tokens import ROUTING_TOKENS
 
 
 def build_processor(
@@ -28,8 +29,12 @@ def build_processor(
         image_seq_length=config.image_seq_length,
         image_mean=list(image_mean),
         image_std=list(image_std),
+        decoder_image_size=config.decoder_image_size,
     )
-    return VisionLLMProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
+    queries = {ROUTING_TOKENS[name]: config.super_link_queries[name] for name in config.routing_decoders}
+    return VisionLLMProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE, super_link_queries=queries
+    )
 
 
 def save_checkpoint(model: VisionLLMForConditionalGeneration, processor: VisionLLMProcessor, out: str | Path):
@@ -53,21 +58,33 @@ def count_parameters(model: VisionLLMForConditionalGeneration) -> dict[str, int]
         "region_encoder": count(model.model.region_encoder) if model.model.region_encoder is not None else 0,
         "llm": llm,
     }
+    if model.decoders is not None:
+        counts["super_link"] = count(model.model.super_link)
+        counts.update({f"decoder_{name}": count(decoder) for name, decoder in model.decoders.items()})
     counts["total"] = sum(counts.values())
     return counts
 
 
 
 
-def build_tiny(seed: int = 0) -> tuple[VisionLLMForConditionalGeneration, VisionLLMProcessor]:
+def build_tiny(seed: int = 0, decoders: bool = True) -> tuple[VisionLLMForConditionalGeneration, VisionLLMProcessor]:
     """A random tiny model (CLIP vision + Llama, hidden 32) with an offline tokenizer; seconds on CPU."""
     from .presets import tiny_config
     from .tokenizer import add_special_tokens, train_tiny_tokenizer
 
     tokenizer = train_tiny_tokenizer()
-    config = tiny_config(add_special_tokens(tokenizer), vocab_size=len(tokenizer))
+    config = tiny_config(add_special_tokens(tokenizer), vocab_size=len(tokenizer), decoders=decoders)
     torch.manual_seed(seed)
-    return VisionLLMForConditionalGeneration(config), build_processor(config, tokenizer)
+    model = VisionLLMForConditionalGeneration(config)
+    set_generation_tokens(model, tokenizer)
+    return model, build_processor(config, tokenizer)
 
 
-__all__ = ["build_processor", "build_tiny", "count_parameters", "save_checkpoint"]
+def set_generation_tokens(model: VisionLLMForConditionalGeneration, tokenizer: PreTrainedTokenizerBase):
+    """Generation stops at the tokenizer's EOS and pads with its pad token."""
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+
+
+__all__ = ["build_processor", "build_tiny", "count_parameters", "save_checkpoint", "set_generation_tokens"]

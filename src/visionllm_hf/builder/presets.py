@@ -1,6 +1,14 @@
 """Named model sizes: `tiny` (random, seconds on CPU) and `visionllm-v2` (the paper's CLIP-L/336 + Vicuna-7B)."""
 
-from transformers import CLIPVisionConfig, LlamaConfig, PreTrainedConfig
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    PreTrainedConfig,
+    SamConfig,
+    SamMaskDecoderConfig,
+    SamPromptEncoderConfig,
+    SamVisionConfig,
+)
 
 from ..modeling.configuration_visionllm import VisionLLMConfig
 from ..processing.special_tokens import SPECIAL_TOKENS
@@ -43,13 +51,35 @@ def tiny_vision_config(**overrides) -> CLIPVisionConfig:
     return CLIPVisionConfig(**{**defaults, **overrides})
 
 
-def tiny_config(token_ids: dict[str, int], vocab_size: int) -> VisionLLMConfig:
-    """CLIP vision (hidden 32, 2 layers, 32 px tiles of 16 tokens) + Llama (hidden 32, 2 layers)."""
+def tiny_sam_config(image_size: int = 64, width: int = 32) -> SamConfig:
+    """SAM with a 2-layer ViT (hidden 32) on 64 px images: 8x8 image embeddings, 32x32 masks."""
+    return SamConfig(
+        vision_config=SamVisionConfig(
+            hidden_size=width, output_channels=width, num_hidden_layers=2, num_attention_heads=2,
+            image_size=image_size, patch_size=8, mlp_dim=2 * width, window_size=4, global_attn_indexes=[1],
+            num_pos_feats=width // 2,
+        ),
+        prompt_encoder_config=SamPromptEncoderConfig(
+            hidden_size=width, image_size=image_size, patch_size=8, mask_input_channels=4
+        ),
+        mask_decoder_config=SamMaskDecoderConfig(
+            hidden_size=width, mlp_dim=2 * width, num_attention_heads=2, iou_head_hidden_dim=width
+        ),
+    )
+
+
+def tiny_config(token_ids: dict[str, int], vocab_size: int, decoders: bool = True) -> VisionLLMConfig:
+    """
+    CLIP vision (hidden 32, 2 layers, 32 px tiles of 16 tokens) + Llama (hidden 32, 2 layers); with `decoders`,
+    the `<LOC>` box decoder and a tiny SAM behind `[SEG]`.
+    """
+    decoder_fields = {"routing_decoders": {"loc": "box", "seg": "mask"}, "mask_decoder_config": tiny_sam_config()}
     return make_config(
         tiny_vision_config(),
         tiny_text_config(vocab_size),
         vision_feature_layer=-1,
         region_conv_channels=[8, 16],
+        **(decoder_fields if decoders else {}),
         **token_ids,
     )
 
@@ -89,4 +119,4 @@ def visionllm_v2_config(token_ids: dict[str, int] | None = None, vocab_size: int
 
 PRESETS = {"tiny": tiny_config, "visionllm-v2": visionllm_v2_config}
 
-__all__ = ["PRESETS", "make_config", "tiny_config", "tiny_text_config", "tiny_vision_config", "visionllm_v2_config"]
+__all__ = ["PRESETS", "make_config", "tiny_config", "tiny_sam_config", "tiny_text_config", "tiny_vision_config", "visionllm_v2_config"]

@@ -12,6 +12,11 @@ from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
 
+DEFAULT_SUPER_LINK_QUERIES = {"det": 4, "seg": 4, "pose": 4, "loc": 0, "gen": 64, "edit": 64}
+DEFAULT_DECODER_LOSS_WEIGHTS = {"box_l1": 1.0, "box_giou": 1.0, "mask_bce": 2.0, "mask_dice": 0.5}
+DECODER_TYPES = ("box", "mask")
+
+
 @strict
 class VisionLLMConfig(PreTrainedConfig):
     r"""
@@ -59,9 +64,27 @@ class VisionLLMConfig(PreTrainedConfig):
             Widths of the first two convolutions of the `visionllm_v2` region encoder.
         region_sampling_factor (`int`, *optional*, defaults to 4):
             The `visionllm_v2` encoder grid-samples features at this multiple of the feature grid resolution.
+        routing_decoders (`dict[str, str]`, *optional*):
+            Which decoder each routing token drives, keyed by routing name: `"det"` (`[DET]`), `"seg"` (`[SEG]`),
+            `"pose"` (`[POSE]`), `"loc"` (`<LOC>`), `"gen"`, `"edit"`. Decoders: `"box"` (u-LLaVA MLP box
+            decoder), `"mask"` (SAM mask decoder). Unset or empty: a plain chat model without decoders.
+        super_link_queries (`dict[str, int]`, *optional*):
+            Learnable super-link queries per routing name (VisionLLM v2: 4 for perception, 64 for generation);
+            0 uses the routing token's own hidden state (LISA / u-LLaVA). Defaults to 4 for `det`, `seg`, `pose`,
+            0 for `loc`, 64 for `gen` and `edit`.
+        mask_decoder_config (`dict` or `SamConfig`, *optional*):
+            Config of the SAM model behind the `"mask"` decoder.
+        decoder_image_size (`int`, *optional*):
+            Side of the square image the decoders read (`decoder_pixel_values`). Defaults to the SAM input size
+            when a mask decoder is configured.
+        decoder_loss_weights (`dict[str, float]`, *optional*):
+            Weight of each decoder loss component added to the LM loss. Defaults to u-LLaVA's: `box_l1` 1.0,
+            `box_giou` 1.0, `mask_bce` 2.0, `mask_dice` 0.5.
         image_token_id, region_token_id, det_token_id, seg_token_id, pose_token_id, gen_token_id, edit_token_id, loc_token_id (`int`, *optional*):
             Vocabulary ids of the special tokens `<image>`, `<region>`, `[DET]`, `[SEG]`, `[POSE]`, `[GEN]`,
             `[EDIT]` and `<LOC>`. Each is exactly one token id.
+        query_token_id (`int`, *optional*):
+            Id of `<query>`, the placeholder each super-link query takes in the sequence.
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
             Whether the LM head shares its weight with the input embeddings.
 
@@ -98,10 +121,12 @@ class VisionLLMConfig(PreTrainedConfig):
             },
         ),
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+        "mask_decoder_config": SubConfigSpec(config_class=AutoConfig, model_type="sam", optional=True),
     }
 
     vision_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
+    mask_decoder_config: dict | PreTrainedConfig | None = None
     vision_feature_layer: int = -2
     vision_feature_select_strategy: Literal["default", "full"] = "default"
     vision_feature_dim: int | None = None
@@ -116,6 +141,10 @@ class VisionLLMConfig(PreTrainedConfig):
     region_encoder_type: Literal["visionllm_v2", "regiongpt"] | None = "visionllm_v2"
     region_conv_channels: list[int] | None = None
     region_sampling_factor: int = 4
+    routing_decoders: dict[str, str] | None = None
+    super_link_queries: dict[str, int] | None = None
+    decoder_image_size: int | None = None
+    decoder_loss_weights: dict[str, float] | None = None
     image_token_id: int | None = None
     region_token_id: int | None = None
     det_token_id: int | None = None
@@ -124,6 +153,7 @@ class VisionLLMConfig(PreTrainedConfig):
     gen_token_id: int | None = None
     edit_token_id: int | None = None
     loc_token_id: int | None = None
+    query_token_id: int | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -153,12 +183,30 @@ class VisionLLMConfig(PreTrainedConfig):
                 f"region encoders need a square grid of features per tile, but image_seq_length is "
                 f"{self.image_seq_length}; set region_encoder_type=None"
             )
+        self._set_super_link_defaults()
         if not 1 <= self.min_tiles <= self.max_tiles:
             raise ValueError(f"need 1 <= min_tiles <= max_tiles, got {self.min_tiles} and {self.max_tiles}")
         # The text model's own flag decides tying when it was saved that way (same rule as LLaVA).
         if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
             self.tie_word_embeddings = True
 
+
+    def _set_super_link_defaults(self):
+        self.routing_decoders = dict(self.routing_decoders or {})
+        self.super_link_queries = {**DEFAULT_SUPER_LINK_QUERIES, **(self.super_link_queries or {})}
+        self.decoder_loss_weights = {**DEFAULT_DECODER_LOSS_WEIGHTS, **(self.decoder_loss_weights or {})}
+        for name, decoder in self.routing_decoders.items():
+            if name not in DEFAULT_SUPER_LINK_QUERIES:
+                raise ValueError(f"unknown routing name '{name}'; known: {sorted(DEFAULT_SUPER_LINK_QUERIES)}")
+            if decoder not in DECODER_TYPES:
+                raise ValueError(f"unknown decoder '{decoder}' for routing '{name}'; known: {DECODER_TYPES}")
+        if "mask" in self.routing_decoders.values():
+            if self.mask_decoder_config is None:
+                raise ValueError("a 'mask' decoder needs mask_decoder_config (a SamConfig)")
+            if self.decoder_image_size is None:
+                self.decoder_image_size = self.mask_decoder_config.vision_config.image_size
+        if self.routing_decoders and self.decoder_image_size is None:
+            self.decoder_image_size = self.tile_size
 
     @property
     def feature_grid_size(self) -> int:

@@ -14,7 +14,10 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import ModelOutput
 
 from .configuration_visionllm import VisionLLMConfig
+from .decoders import build_decoders, build_super_link, decoder_losses, run_decoders
 from .region_encoders import RegionGPTRegionEncoder, VisionLLMV2RegionEncoder
+from .super_link import RoutingOccurrence
+from .super_link_generation import VisionLLMGenerateOutput, generate_with_super_link
 
 
 @dataclass
@@ -60,6 +63,12 @@ class VisionLLMCausalLMOutputWithPast(ModelOutput):
             Attention weights, returned when `output_attentions=True`.
         image_hidden_states (`torch.FloatTensor`, *optional*):
             Projected image features that were written into the `<image>` positions.
+        lm_loss (`torch.FloatTensor`, *optional*):
+            The language-modelling part of `loss`.
+        decoder_losses (`dict[str, torch.FloatTensor]`, *optional*):
+            Every decoder loss component before weighting (`box_l1`, `mask_dice`, ...), for logging.
+        super_link_occurrences (`list[RoutingOccurrence]`, *optional*):
+            Every routing token of the input with the last-layer states of its super-link queries.
     """
 
     loss: torch.FloatTensor | None = None
@@ -68,6 +77,9 @@ class VisionLLMCausalLMOutputWithPast(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     image_hidden_states: torch.FloatTensor | None = None
+    lm_loss: torch.FloatTensor | None = None
+    decoder_losses: dict[str, torch.FloatTensor] | None = None
+    super_link_occurrences: list[RoutingOccurrence] | None = None
 
 
 PREFILL_ONLY_INPUTS = ("region_masks", "region_image_index")
@@ -128,6 +140,7 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
         self.vision_tower = AutoModel.from_config(config.vision_config)
         self.multi_modal_projector = VisionLLMMultiModalProjector(config)
         self.region_encoder = build_region_encoder(config)
+        self.super_link = build_super_link(config)
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
 
@@ -282,6 +295,9 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
             if self.config.region_token_id is not None and (input_ids == self.config.region_token_id).any():
                 raise ValueError("input_ids contain <region> tokens but no regions were given")
 
+        if self.super_link is not None and input_ids is not None:
+            inputs_embeds = self.super_link.embed_queries(input_ids, inputs_embeds)
+
         kwargs.pop("return_dict", None)  # this model always returns its output dataclass
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,
@@ -326,7 +342,15 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
         super().__init__(config)
         self.model = VisionLLMModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.decoders = build_decoders(config)
         self.post_init()
+
+    def post_init(self):
+        super().post_init()
+        # Nested models tie weights of their own (SAM inside the mask decoder ties its positional embeddings);
+        # transformers collects ties from direct children only, so gather them from every depth.
+        self.all_tied_weights_keys = self.get_expanded_tied_weights_keys(all_submodels=True)
+        self.tie_weights(recompute_mapping=False)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.model.get_input_embeddings()
@@ -355,6 +379,8 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
         past_key_values: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
+        decoder_pixel_values: torch.FloatTensor | None = None,
+        super_link_targets: list[list[dict]] | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
@@ -362,7 +388,14 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
         r"""
         Args:
             labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
-                Target ids for the LM loss; -100 marks positions left out (prompt, image, padding).
+                Target ids for the LM loss; -100 marks positions left out (prompt, image, padding). `<query>`
+                positions are always left out.
+            decoder_pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, size, size)`, *optional*):
+                Each sample's first image at the decoders' resolution (from the processor).
+            super_link_targets (`list[list[dict]]`, *optional*):
+                Per sample, one target per routing token of its sequence, in order: `{"box": [x1, y1, x2, y2]}`
+                (normalised) for a box decoder, `{"mask": (h, w)}` for a mask decoder. With them, the weighted
+                decoder losses are added to the LM loss.
             logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to 0):
                 Compute logits only for the last `logits_to_keep` positions (0 keeps all).
 
@@ -393,15 +426,26 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
+        occurrences = None
+        if self.model.super_link is not None and input_ids is not None:
+            occurrences = self.model.super_link.collect(input_ids, hidden_states)
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:
             hidden_states = hidden_states[:, -logits_to_keep:]
         elif isinstance(logits_to_keep, torch.Tensor):
             hidden_states = hidden_states[:, logits_to_keep]
         logits = self.lm_head(hidden_states.to(self.lm_head.weight.dtype))
 
-        loss = None
+        loss = lm_loss = losses = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size)
+            if self.config.query_token_id is not None and input_ids is not None:
+                labels = labels.masked_fill(input_ids == self.config.query_token_id, -100)
+            loss = lm_loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size
+            )
+        if super_link_targets is not None:
+            losses = self._decoder_losses(occurrences or [], super_link_targets, decoder_pixel_values)
+            weighted = sum(self.config.decoder_loss_weights[name] * value for name, value in losses.items())
+            loss = weighted if loss is None else loss + weighted
         return VisionLLMCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -409,7 +453,31 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,
+            lm_loss=lm_loss,
+            decoder_losses=losses,
+            super_link_occurrences=occurrences,
         )
+
+    def _decoder_losses(self, occurrences, targets: list[list[dict]], decoder_pixel_values) -> dict[str, torch.Tensor]:
+        if self.decoders is None:
+            raise ValueError("super_link_targets were given but this model has no decoders")
+        for row, row_targets in enumerate(targets):
+            found = sum(1 for occurrence in occurrences if occurrence.row == row)
+            if found != len(row_targets):
+                raise ValueError(f"sample {row} has {found} routing tokens but {len(row_targets)} super_link_targets")
+        flat_targets = [target for row_targets in targets for target in row_targets]
+        outputs = run_decoders(self.model.super_link, self.decoders, occurrences, decoder_pixel_values)
+        return decoder_losses(self.decoders, outputs, flat_targets)
+
+    def generate(self, *args, **kwargs):
+        """
+        Plain transformers generation for a chat model; with decoders, generation that runs them on every
+        routing token (see `super_link_generation.py`) and returns a `VisionLLMGenerateOutput` with
+        `sequences` and per-sample `results` (only `sequences` with `return_dict_in_generate=False`).
+        """
+        if self.model.super_link is None:
+            return super().generate(*args, **kwargs)
+        return generate_with_super_link(self, *args, **kwargs)
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
         model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
@@ -434,6 +502,7 @@ VisionLLMForConditionalGeneration.register_for_auto_class("AutoModel")
 __all__ = [
     "VisionLLMCausalLMOutputWithPast",
     "VisionLLMForConditionalGeneration",
+    "VisionLLMGenerateOutput",
     "VisionLLMModel",
     "VisionLLMModelOutputWithPast",
     "VisionLLMMultiModalProjector",

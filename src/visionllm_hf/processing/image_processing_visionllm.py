@@ -16,6 +16,8 @@ from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def load_image(image) -> torch.Tensor:
@@ -127,6 +129,9 @@ class VisionLLMImageProcessor(BaseImageProcessor):
             Per-channel mean used to normalise.
         image_std (`list[float]`, *optional*, defaults to CLIP's std):
             Per-channel standard deviation used to normalise.
+        decoder_image_size (`int`, *optional*):
+            Side of the square image the task decoders read (SAM's 1024, say); unset for a model without
+            decoders. Decoder images are the whole image resized (not cropped) and ImageNet-normalised.
 
     Returns from `__call__` a `BatchFeature` with `pixel_values` of shape `(total_tiles, 3, tile, tile)`
     (each image's local tiles row by row, then its global view, images in order) and `image_grids` of shape
@@ -145,6 +150,7 @@ class VisionLLMImageProcessor(BaseImageProcessor):
         image_seq_length: int = 576,
         image_mean: list[float] | None = None,
         image_std: list[float] | None = None,
+        decoder_image_size: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -158,6 +164,7 @@ class VisionLLMImageProcessor(BaseImageProcessor):
         self.image_seq_length = image_seq_length
         self.image_mean = list(image_mean if image_mean is not None else OPENAI_CLIP_MEAN)
         self.image_std = list(image_std if image_std is not None else OPENAI_CLIP_STD)
+        self.decoder_image_size = decoder_image_size
 
     @property
     def grids(self) -> list[list[int]]:
@@ -184,6 +191,18 @@ class VisionLLMImageProcessor(BaseImageProcessor):
         mean = torch.tensor(self.image_mean).view(1, 3, 1, 1)
         std = torch.tensor(self.image_std).view(1, 3, 1, 1)
         return (tiles - mean) / std, (columns, rows)
+
+    def decoder_images(self, images: list) -> torch.Tensor:
+        """
+        `(len(images), 3, size, size)` decoder inputs: each image (None gives a blank one) resized to
+        `decoder_image_size` squared and ImageNet-normalised.
+        """
+        size = self.decoder_image_size
+        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        resized = [_resize(load_image(image), size, size) if image is not None else mean.expand(3, size, size)
+                   for image in images]
+        return (torch.stack(resized) - mean) / std
 
     def __call__(self, images, return_tensors: str | None = "pt", **kwargs) -> BatchFeature:
         return self.preprocess(images, return_tensors=return_tensors, **kwargs)

@@ -12,7 +12,8 @@ from transformers.processing_utils import ProcessorMixin
 
 from .image_processing_visionllm import flatten_images, load_image
 from .regions import is_region, rasterize_region
-from .special_tokens import IMAGE_TOKEN, REGION_TOKEN
+from .post_processing import post_process_generation
+from .special_tokens import IMAGE_TOKEN, QUERY_TOKEN, REGION_TOKEN
 
 
 class VisionLLMProcessor(ProcessorMixin):
@@ -30,9 +31,14 @@ class VisionLLMProcessor(ProcessorMixin):
             A tokenizer in which `<image>` is one special token.
         chat_template (`str`, *optional*):
             Jinja template used by `apply_chat_template`.
+        super_link_queries (`dict[str, int]`, *optional*):
+            Routing token -> number of `<query>` tokens inserted after it in every text (the model's
+            `super_link_queries` for its routed names), so training sequences and conversation history hold
+            the queries exactly where generation puts them.
     """
 
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, super_link_queries=None, **kwargs):
+        self.super_link_queries = dict(super_link_queries or {})
         super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
         self.image_token = IMAGE_TOKEN
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
@@ -76,6 +82,7 @@ class VisionLLMProcessor(ProcessorMixin):
         texts = [text] if isinstance(text, str) else list(text)
         if not all(isinstance(sample, str) for sample in texts):
             raise TypeError("text must be a string or a list of strings")
+        texts = [self.insert_queries(sample) for sample in texts]
         images_per_sample = self._assign_images(images, texts)
         loaded_images = [load_image(image) for image in flatten_images(images_per_sample)]
 
@@ -94,11 +101,44 @@ class VisionLLMProcessor(ProcessorMixin):
                 expanded.append(pieces[0] + "".join(IMAGE_TOKEN * n + piece for n, piece in zip(counts, pieces[1:])))
             texts = expanded
             data.update(image_inputs)
+            if self.image_processor.decoder_image_size:
+                first_images = [loaded_images[start] if images else None for start, images in _starts(images_per_sample)]
+                data["decoder_pixel_values"] = self.image_processor.decoder_images(first_images)
 
         text_inputs = self.tokenizer(texts, padding=padding, return_tensors=return_tensors, **tokenizer_kwargs)
         self._check_image_token_counts(text_inputs["input_ids"], image_tokens_per_sample)
         data.update(text_inputs)
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def insert_queries(self, text: str) -> str:
+        """Put `super_link_queries[token]` `<query>` tokens after each routing token (existing ones are replaced)."""
+        if not self.super_link_queries:
+            return text
+        text = text.replace(QUERY_TOKEN, "")
+        for token, count in self.super_link_queries.items():
+            if count:
+                text = text.replace(token, token + QUERY_TOKEN * count)
+        return text
+
+    def post_process_generation(self, outputs, target_sizes=None, threshold: float = 0.0, mask_threshold=0.5):
+        """
+        Text and structured objects for every sample of a `generate` output of a model with decoders.
+
+        Args:
+            outputs (`VisionLLMGenerateOutput`): what `model.generate` returned.
+            target_sizes (`list[tuple[int, int]]`, *optional*): `(height, width)` of each sample's image; boxes,
+                masks and keypoints are returned in those pixels. Without it, boxes stay normalised to [0, 1] and
+                masks keep the decoder's resolution.
+            threshold (`float`, *optional*, defaults to 0.0): objects scoring below it are dropped.
+            mask_threshold (`float`, *optional*, defaults to 0.5): probability above which a mask pixel is set.
+
+        Returns:
+            `list[dict]`, per sample `{"text": str, "objects": [{"label", "routing", "score", "box", "mask",
+            "keypoints"}]}`. `label` is the answer text between the previous routing token (or the start of the
+            answer) and this one, trimmed of spaces and punctuation (`""` when there is none); `box` is xyxy;
+            `mask` a boolean array; fields a decoder does not produce are None.
+        """
+        return post_process_generation(self.tokenizer, outputs, target_sizes, threshold, mask_threshold)
 
     def _assign_images(self, images, texts: list[str]) -> list[list]:
         """Split `images` into one list per sample and check each sample's count against its placeholders."""
@@ -166,7 +206,23 @@ class VisionLLMProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
-        return ["input_ids", "attention_mask", "pixel_values", "image_grids", "region_masks", "region_image_index"]
+        return [
+            "input_ids",
+            "attention_mask",
+            "pixel_values",
+            "image_grids",
+            "region_masks",
+            "region_image_index",
+            "decoder_pixel_values",
+        ]
+
+
+def _starts(images_per_sample: list[list]):
+    """(index of the sample's first image in the flat list, the sample's images) per sample."""
+    start = 0
+    for images in images_per_sample:
+        yield start, images
+        start += len(images)
 
 
 def _regions_per_image(regions, images_per_sample: list[list]) -> list[list]:

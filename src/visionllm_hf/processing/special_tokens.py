@@ -12,6 +12,11 @@ SPECIAL_TOKENS = {
     "gen_token_id": "[GEN]",
     "edit_token_id": "[EDIT]",
     "loc_token_id": "<LOC>",
+    "query_token_id": "<query>",
 }
 
-__all__ = ["IMAGE_TOKEN", "REGION_TOKEN", "SPECIAL_TOKENS"]
+# routing name (as in `VisionLLMConfig.routing_decoders`) -> routing token
+ROUTING_TOKENS = {"det": "[DET]", "seg": "[SEG]", "pose": "[POSE]", "loc": "<LOC>", "gen": "[GEN]", "edit": "[EDIT]"}
+QUERY_TOKEN = "<query>"
+
+__all__ = ["IMAGE_TOKEN", "QUERY_TOKEN", "REGION_TOKEN", "ROUTING_TOKENS", "SPECIAL_TOKENS"]
