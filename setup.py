@@ -13,6 +13,8 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.6",
+        "torchvision",  # box ops and GIoU in the decoders
+        "scipy",  # Hungarian matching
         "transformers>=5.23,<6",
         "tokenizers>=0.22",
         "huggingface_hub>=1.0",

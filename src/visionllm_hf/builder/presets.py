@@ -1,13 +1,16 @@
 """Named model sizes: `tiny` (random, seconds on CPU) and `visionllm-v2` (the paper's CLIP-L/336 + Vicuna-7B)."""
 
 from transformers import (
+    BertConfig,
     CLIPVisionConfig,
+    GroundingDinoConfig,
     LlamaConfig,
     PreTrainedConfig,
     SamConfig,
     SamMaskDecoderConfig,
     SamPromptEncoderConfig,
     SamVisionConfig,
+    SwinConfig,
 )
 
 from ..modeling.configuration_visionllm import VisionLLMConfig
@@ -68,12 +71,32 @@ def tiny_sam_config(image_size: int = 64, width: int = 32) -> SamConfig:
     )
 
 
+def tiny_detector_config(width: int = 32) -> GroundingDinoConfig:
+    """Grounding DINO with a tiny Swin backbone, one encoder and two decoder layers, 20 queries."""
+    return GroundingDinoConfig(
+        backbone_config=SwinConfig(
+            embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=2, image_size=64,
+            out_indices=[2, 3, 4],
+        ),
+        # Never run: the LLM's category features replace the text encoder. Kept tiny so building it is cheap.
+        text_config=BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=1, intermediate_size=16),
+        d_model=width, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=2 * width, decoder_ffn_dim=2 * width,
+        encoder_attention_heads=2, decoder_attention_heads=2, num_queries=20, num_feature_levels=3,
+        encoder_n_points=2, decoder_n_points=2, fusion_droppath=0.0,
+    )
+
+
 def tiny_config(token_ids: dict[str, int], vocab_size: int, decoders: bool = True) -> VisionLLMConfig:
     """
     CLIP vision (hidden 32, 2 layers, 32 px tiles of 16 tokens) + Llama (hidden 32, 2 layers); with `decoders`,
-    the `<LOC>` box decoder and a tiny SAM behind `[SEG]`.
+    a tiny Grounding DINO behind `[DET]` (and with keypoint queries behind `[POSE]`), a tiny SAM behind `[SEG]`
+    and the box decoder behind `<LOC>`.
     """
-    decoder_fields = {"routing_decoders": {"loc": "box", "seg": "mask"}, "mask_decoder_config": tiny_sam_config()}
+    decoder_fields = {
+        "routing_decoders": {"det": "object", "seg": "mask", "pose": "keypoint", "loc": "box"},
+        "mask_decoder_config": tiny_sam_config(),
+        "object_decoder_config": tiny_detector_config(),
+    }
     return make_config(
         tiny_vision_config(),
         tiny_text_config(vocab_size),
@@ -119,4 +142,4 @@ def visionllm_v2_config(token_ids: dict[str, int] | None = None, vocab_size: int
 
 PRESETS = {"tiny": tiny_config, "visionllm-v2": visionllm_v2_config}
 
-__all__ = ["PRESETS", "make_config", "tiny_config", "tiny_sam_config", "tiny_text_config", "tiny_vision_config", "visionllm_v2_config"]
+__all__ = ["PRESETS", "make_config", "tiny_config", "tiny_detector_config", "tiny_sam_config", "tiny_text_config", "tiny_vision_config", "visionllm_v2_config"]

@@ -13,8 +13,25 @@ from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
 
 DEFAULT_SUPER_LINK_QUERIES = {"det": 4, "seg": 4, "pose": 4, "loc": 0, "gen": 64, "edit": 64}
-DEFAULT_DECODER_LOSS_WEIGHTS = {"box_l1": 1.0, "box_giou": 1.0, "mask_bce": 2.0, "mask_dice": 0.5}
-DECODER_TYPES = ("box", "mask")
+DEFAULT_DECODER_LOSS_WEIGHTS = {
+    "box_l1": 1.0,  # u-LLaVA
+    "box_giou": 1.0,
+    "mask_bce": 2.0,
+    "mask_dice": 0.5,
+    "det_class": 1.0,  # Grounding DINO's focal, L1 and GIoU coefficients; mask terms as in Mask DINO
+    "det_l1": 5.0,
+    "det_giou": 2.0,
+    "det_mask_bce": 1.0,
+    "det_mask_dice": 1.0,
+    "pose_l1": 10.0,  # UniPose's keypoint L1 weight
+    "pose_visibility": 1.0,
+}
+DECODER_TYPES = ("box", "mask", "object", "keypoint")
+COCO_KEYPOINTS = [
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
+    "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+    "right_ankle",
+]
 
 
 @strict
@@ -67,19 +84,28 @@ class VisionLLMConfig(PreTrainedConfig):
         routing_decoders (`dict[str, str]`, *optional*):
             Which decoder each routing token drives, keyed by routing name: `"det"` (`[DET]`), `"seg"` (`[SEG]`),
             `"pose"` (`[POSE]`), `"loc"` (`<LOC>`), `"gen"`, `"edit"`. Decoders: `"box"` (u-LLaVA MLP box
-            decoder), `"mask"` (SAM mask decoder). Unset or empty: a plain chat model without decoders.
+            decoder), `"mask"` (SAM mask decoder), `"object"` (Grounding DINO with a mask head), `"keypoint"`
+            (the object decoder plus keypoint-name queries, UniPose-style). Unset or empty: a plain chat model
+            without decoders.
         super_link_queries (`dict[str, int]`, *optional*):
             Learnable super-link queries per routing name (VisionLLM v2: 4 for perception, 64 for generation);
             0 uses the routing token's own hidden state (LISA / u-LLaVA). Defaults to 4 for `det`, `seg`, `pose`,
             0 for `loc`, 64 for `gen` and `edit`.
         mask_decoder_config (`dict` or `SamConfig`, *optional*):
             Config of the SAM model behind the `"mask"` decoder.
+        object_decoder_config (`dict` or `GroundingDinoConfig`, *optional*):
+            Config of the Grounding DINO behind the `"object"` decoder; its BERT text encoder is replaced by
+            category features from the LLM.
+        keypoint_names (`list[str]`, *optional*, defaults to the 17 COCO keypoints):
+            The keypoints the `"keypoint"` decoder predicts per instance, in order.
         decoder_image_size (`int`, *optional*):
             Side of the square image the decoders read (`decoder_pixel_values`). Defaults to the SAM input size
             when a mask decoder is configured.
         decoder_loss_weights (`dict[str, float]`, *optional*):
             Weight of each decoder loss component added to the LM loss. Defaults to u-LLaVA's: `box_l1` 1.0,
-            `box_giou` 1.0, `mask_bce` 2.0, `mask_dice` 0.5.
+            `box_giou` 1.0, `mask_bce` 2.0, `mask_dice` 0.5; Grounding DINO's for the object decoder: `det_class`
+            1.0, `det_l1` 5.0, `det_giou` 2.0, and 1.0 for `det_mask_bce` and `det_mask_dice`; UniPose's
+            `pose_l1` 10.0 and `pose_visibility` 1.0.
         image_token_id, region_token_id, det_token_id, seg_token_id, pose_token_id, gen_token_id, edit_token_id, loc_token_id (`int`, *optional*):
             Vocabulary ids of the special tokens `<image>`, `<region>`, `[DET]`, `[SEG]`, `[POSE]`, `[GEN]`,
             `[EDIT]` and `<LOC>`. Each is exactly one token id.
@@ -122,11 +148,13 @@ class VisionLLMConfig(PreTrainedConfig):
         ),
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
         "mask_decoder_config": SubConfigSpec(config_class=AutoConfig, model_type="sam", optional=True),
+        "object_decoder_config": SubConfigSpec(config_class=AutoConfig, model_type="grounding-dino", optional=True),
     }
 
     vision_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
     mask_decoder_config: dict | PreTrainedConfig | None = None
+    object_decoder_config: dict | PreTrainedConfig | None = None
     vision_feature_layer: int = -2
     vision_feature_select_strategy: Literal["default", "full"] = "default"
     vision_feature_dim: int | None = None
@@ -145,6 +173,7 @@ class VisionLLMConfig(PreTrainedConfig):
     super_link_queries: dict[str, int] | None = None
     decoder_image_size: int | None = None
     decoder_loss_weights: dict[str, float] | None = None
+    keypoint_names: list[str] | None = None
     image_token_id: int | None = None
     region_token_id: int | None = None
     det_token_id: int | None = None
@@ -205,6 +234,11 @@ class VisionLLMConfig(PreTrainedConfig):
                 raise ValueError("a 'mask' decoder needs mask_decoder_config (a SamConfig)")
             if self.decoder_image_size is None:
                 self.decoder_image_size = self.mask_decoder_config.vision_config.image_size
+        if self.keypoint_names is None:
+            self.keypoint_names = list(COCO_KEYPOINTS)
+        detectors = {"object", "keypoint"} & set(self.routing_decoders.values())
+        if detectors and self.object_decoder_config is None:
+            raise ValueError(f"the {sorted(detectors)} decoder needs object_decoder_config (a GroundingDinoConfig)")
         if self.routing_decoders and self.decoder_image_size is None:
             self.decoder_image_size = self.tile_size
 

@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from .decoder_box import BoxDecoder
+from .decoder_keypoint import KeypointDecoder
 from .decoder_mask import PromptableMaskDecoder
+from .decoder_object import ObjectDecoder
 from .super_link import RoutingOccurrence, SuperLink
 
 
@@ -25,6 +27,10 @@ def build_decoder(decoder_type: str, config) -> nn.Module:
         return BoxDecoder()
     if decoder_type == "mask":
         return PromptableMaskDecoder(sam_config=config.mask_decoder_config)
+    if decoder_type == "object":
+        return ObjectDecoder(detector_config=config.object_decoder_config)
+    if decoder_type == "keypoint":
+        return KeypointDecoder(detector_config=config.object_decoder_config, num_keypoints=len(config.keypoint_names))
     raise ValueError(f"unknown decoder type '{decoder_type}'")
 
 
@@ -32,6 +38,8 @@ def decoder_input_width(decoder_type: str, config) -> int:
     """Width of the projected super-link states a decoder type reads."""
     if decoder_type == "mask":
         return config.mask_decoder_config.mask_decoder_config.hidden_size
+    if decoder_type in ("object", "keypoint"):
+        return config.object_decoder_config.d_model
     return 256  # u-LLaVA's box decoder
 
 
