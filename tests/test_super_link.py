@@ -1,0 +1,257 @@
+"""The super link: routing tokens, queries, decoders inside generate, training losses and gradients."""
+
+import numpy as np
+import pytest
+import torch
+
+from visionllm_hf.processing import SPECIAL_TOKENS, VisionLLMProcessor
+from visionllm_hf.processing.special_tokens import QUERY_TOKEN, ROUTING_TOKENS
+
+from .helpers import ScriptedTokens, random_image
+
+ANSWERS = ["just words here", "the cat [DET], a dog [DET]", "it [SEG] and there <LOC>"]
+IMAGES = [(50, 80), (64, 64), (40, 100)]
+
+
+def encode(processor, text: str) -> list[int]:
+    return processor.tokenizer.encode(text, add_special_tokens=False)
+
+
+def prompts_and_images(count=3):
+    images = [random_image(h, w, seed=index) for index, (h, w) in enumerate(IMAGES[:count])]
+    texts = ["<image> Describe.", "<image> Find every animal in the picture please.", "<image> Where?"][:count]
+    return images, texts
+
+
+def scripted_generate(model, processor, answers, images, texts, **kwargs):
+    inputs = processor(images=images, text=texts)
+    scripts = [encode(processor, answer) for answer in answers]
+    script = ScriptedTokens(scripts, processor.tokenizer.eos_token_id)
+    kwargs.setdefault("max_new_tokens", 20)
+    return inputs, model.generate(**inputs, logits_processor=[script], **kwargs)
+
+
+def test_routing_tokens_are_single_ids_after_save_and_reload(tiny, tmp_path):
+    _, processor = tiny
+    processor.save_pretrained(tmp_path)
+    reloaded = VisionLLMProcessor.from_pretrained(tmp_path)
+    for token in [*ROUTING_TOKENS.values(), QUERY_TOKEN]:
+        assert len(reloaded.tokenizer.encode(token, add_special_tokens=False)) == 1
+        assert reloaded.tokenizer.convert_tokens_to_ids(token) == processor.tokenizer.convert_tokens_to_ids(token)
+    assert reloaded.super_link_queries == processor.super_link_queries == {"[DET]": 4, "[SEG]": 4, "[POSE]": 4, "<LOC>": 0}
+
+
+def test_processor_puts_the_queries_after_each_routing_token(tiny):
+    model, processor = tiny
+    text = "<image> a [DET], b [DET] and c <LOC>"
+    ids = processor(images=[random_image(20, 20)], text=[text])["input_ids"][0].tolist()
+    query = model.config.query_token_id
+    for name, count in (("det", 4), ("loc", 0)):
+        for position in [i for i, token in enumerate(ids) if token == getattr(model.config, f"{name}_token_id")]:
+            assert ids[position + 1 : position + 1 + count] == [query] * count
+            assert position + 1 + count == len(ids) or ids[position + 1 + count] != query
+    assert processor.insert_queries(processor.insert_queries(text)) == processor.insert_queries(text)
+
+
+def test_query_positions_are_left_out_of_the_lm_loss(tiny):
+    model, processor = tiny
+    inputs = processor(images=[random_image(32, 32)], text=["<image> a cat [DET] is here"])
+    ids = inputs["input_ids"]
+    with torch.no_grad():
+        output = model(**inputs, labels=ids)
+    masked = ids.masked_fill(ids == model.config.query_token_id, -100)
+    expected = torch.nn.functional.cross_entropy(output.logits[0, :-1], masked[0, 1:], ignore_index=-100)
+    torch.testing.assert_close(output.lm_loss, expected)
+
+
+def test_generation_states_equal_a_teacher_forced_forward(tiny):
+    model, processor = tiny
+    images, texts = prompts_and_images()
+    inputs, generated = scripted_generate(model, processor, ANSWERS, images, texts)
+    assert (inputs["attention_mask"] == 0).any()  # left padding in play
+    assert [len(states) for states in generated.super_link_states] == [0, 2, 2]
+    with torch.no_grad():
+        forced = model(
+            input_ids=generated.sequences,
+            attention_mask=generated.attention_mask,
+            pixel_values=inputs["pixel_values"],
+            image_grids=inputs["image_grids"],
+        )
+    new = [o for o in forced.super_link_occurrences if o.position >= generated.prompt_length]
+    for row in range(3):
+        teacher = [o for o in new if o.row == row]
+        assert [o.name for o in teacher] == [r["routing"] for r in generated.results[row]]
+        assert [o.position for o in teacher] == [r["position"] for r in generated.results[row]]
+        for states, occurrence in zip(generated.super_link_states[row], teacher):
+            assert (states - occurrence.states).abs().max() <= 1e-4
+
+
+def test_batched_results_equal_per_sample_results(tiny):
+    model, processor = tiny
+    images, texts = prompts_and_images()
+    _, batched = scripted_generate(model, processor, ANSWERS, images, texts)
+    batched_text = processor.post_process_generation(batched, target_sizes=IMAGES)
+    for row in range(3):
+        _, alone = scripted_generate(model, processor, ANSWERS[row : row + 1], images[row : row + 1], texts[row : row + 1])
+        alone_text = processor.post_process_generation(alone, target_sizes=IMAGES[row : row + 1])
+        assert batched_text[row]["text"] == alone_text[0]["text"]
+        assert len(batched.results[row]) == len(alone.results[0])
+        for ours, theirs in zip(batched.results[row], alone.results[0]):
+            assert ours["routing"] == theirs["routing"]
+            for key in ("boxes", "scores", "masks", "keypoints"):
+                if key in ours:
+                    torch.testing.assert_close(ours[key], theirs[key], atol=1e-4, rtol=1e-4)
+        labels = [o["label"] for o in batched_text[row]["objects"]]
+        assert labels == [o["label"] for o in alone_text[0]["objects"]]
+
+
+def test_post_processing_labels_and_pixel_coordinates(tiny):
+    model, processor = tiny
+    images, texts = prompts_and_images()
+    _, generated = scripted_generate(model, processor, ANSWERS, images, texts)
+    processed = processor.post_process_generation(generated, target_sizes=IMAGES)
+    assert processed[0] == {"text": "just words here", "objects": []}
+    assert {o["label"] for o in processed[1]["objects"]} <= {"the cat", "a dog"}
+    assert processed[1]["text"].replace(" ", "") == "thecat,adog"
+    segment, location = [o for o in processed[2]["objects"] if o["routing"] == "[SEG]"], [
+        o for o in processed[2]["objects"] if o["routing"] == "<LOC>"
+    ]
+    assert len(segment) == 1 and segment[0]["label"] == "it" and segment[0]["mask"].shape == IMAGES[2]
+    assert len(location) == 1 and location[0]["label"] == "and there"
+    x1, y1, x2, y2 = location[0]["box"]
+    height, width = IMAGES[2]
+    assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+    for obj in processed[1]["objects"]:
+        assert obj["mask"].shape == IMAGES[1] and 0 <= obj["score"] <= 1 and len(obj["box"]) == 4
+
+
+def test_pose_results_carry_keypoints_in_pixels(tiny):
+    model, processor = tiny
+    image = random_image(60, 90)
+    _, generated = scripted_generate(model, processor, ["a person [POSE]"], [image], ["<image> pose?"])
+    objects = processor.post_process_generation(generated, target_sizes=[(60, 90)])[0]["objects"]
+    assert objects and all(len(o["keypoints"]) == len(model.config.keypoint_names) for o in objects)
+    for x, y, visibility in objects[0]["keypoints"]:
+        assert 0 <= x <= 90 and 0 <= y <= 60 and 0 <= visibility <= 1
+
+
+def test_routing_token_as_the_very_last_token_still_runs_its_decoder(tiny):
+    model, processor = tiny
+    images, texts = prompts_and_images(1)
+    length = len(encode(processor, "cat [DET]"))  # the routing token is the last token allowed
+    _, generated = scripted_generate(model, processor, ["cat [DET]"], images, texts, max_new_tokens=length)
+    assert [r["routing"] for r in generated.results[0]] == ["det"]
+    new = generated.sequences[0, generated.prompt_length :].tolist()
+    assert new[-4:] == [model.config.query_token_id] * 4  # its queries are in the sequence
+
+
+def test_routing_token_without_label_text_gets_an_empty_label(tiny):
+    model, processor = tiny
+    images, texts = prompts_and_images(1)
+    _, generated = scripted_generate(model, processor, ["<LOC>"], images, texts)
+    objects = processor.post_process_generation(generated, target_sizes=[IMAGES[0]])[0]["objects"]
+    assert [o["label"] for o in objects] == [""]
+
+
+def test_batch_where_no_row_routes(tiny):
+    model, processor = tiny
+    images, texts = prompts_and_images(2)
+    _, generated = scripted_generate(model, processor, ["hello", "plain answer"], images, texts)
+    assert generated.results == [[], []] and generated.super_link_states == [[], []]
+    processed = processor.post_process_generation(generated)
+    assert [p["text"] for p in processed] == ["hello", "plain answer"]
+
+
+def test_sampled_tokens_never_include_queries_and_sampling_runs(tiny):
+    model, processor = tiny
+    images, texts = prompts_and_images(2)
+    inputs = processor(images=images, text=texts)
+    torch.manual_seed(0)
+    generated = model.generate(**inputs, max_new_tokens=10, do_sample=True, top_k=20, temperature=0.8)
+    query = model.config.query_token_id
+    for row in generated.sequences[:, generated.prompt_length :].tolist():
+        for index, token in enumerate(row):
+            if token == query:  # only directly after a routing token or another query
+                assert row[index - 1] == query or model.model.super_link.followers(row[index - 1])
+
+
+def test_unsupported_generation_modes_are_rejected(tiny):
+    model, processor = tiny
+    inputs = processor(images=[random_image(20, 20)], text=["<image> hi"])
+    with pytest.raises(ValueError, match="num_beams"):
+        model.generate(**inputs, num_beams=2)
+
+
+def test_gradients_reach_queries_projections_llm_and_every_decoder(tiny):
+    model, processor = tiny
+    images, texts = prompts_and_images()
+    answer = "a man [POSE], a cat [DET], it [SEG], there <LOC>"
+    inputs = processor(images=images[:1], text=[texts[0] + " " + answer])
+    targets = [[
+        {"boxes": [[0.2, 0.1, 0.5, 0.9]], "keypoints": torch.rand(1, 17, 3).round()},
+        {"boxes": [[0.1, 0.1, 0.4, 0.4]], "masks": torch.ones(1, 64, 64)},
+        {"mask": torch.zeros(64, 64).index_fill_(0, torch.arange(10, 40), 1.0)},
+        {"box": [0.3, 0.3, 0.6, 0.8]},
+    ]]
+    model.train()
+    model.zero_grad()
+    output = model(**inputs, labels=inputs["input_ids"], super_link_targets=targets)
+    output.loss.backward()
+    model.eval()
+    assert set(output.decoder_losses) >= {"det_class", "det_l1", "mask_bce", "mask_dice", "pose_l1", "box_l1", "box_giou"}
+
+    def has_gradient(module) -> bool:
+        return any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+    super_link = model.model.super_link
+    for name in ("det", "seg", "pose"):
+        assert super_link.queries[name].grad.abs().sum() > 0, name
+    for name, projection in super_link.projections.items():
+        assert has_gradient(projection), name
+    for name, decoder in model.decoders.items():
+        assert has_gradient(decoder), name
+    assert has_gradient(model.model.language_model)
+    model.zero_grad()
+
+
+def test_decoder_targets_must_match_the_routing_tokens(tiny):
+    model, processor = tiny
+    inputs = processor(images=[random_image(20, 20)], text=["<image> it <LOC>"])
+    with pytest.raises(ValueError, match="1 routing tokens but 2 super_link_targets"):
+        model(**inputs, super_link_targets=[[{"box": [0, 0, 1, 1]}, {"box": [0, 0, 1, 1]}]])
+
+
+DECODER_SAMPLES = {
+    "loc": ("a ball <LOC>", [{"box": [0.25, 0.3, 0.6, 0.7]}]),
+    "seg": ("the ball [SEG]", [{"mask": torch.zeros(64, 64).index_fill_(1, torch.arange(16, 48), 1.0)}]),
+    "det": ("ball [DET]", [{"boxes": [[0.1, 0.2, 0.4, 0.5], [0.5, 0.5, 0.9, 0.8]], "masks": torch.zeros(2, 64, 64)}]),
+    "pose": ("person [POSE]", [{"boxes": [[0.3, 0.1, 0.7, 0.9]], "keypoints": torch.rand(1, 17, 3).round()}]),
+}
+
+
+@pytest.mark.parametrize("name", DECODER_SAMPLES)
+def test_each_decoder_learns_one_sample(name):
+    from visionllm_hf.builder import build_tiny
+
+    model, processor = build_tiny(seed=1)
+    answer, targets = DECODER_SAMPLES[name]
+    inputs = processor(images=[random_image(64, 64, seed=3)], text=["<image> " + answer])
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    trainable = [*model.decoders[name].parameters(), *model.model.super_link.projections[name].parameters()]
+    if name in model.model.super_link.queries:
+        trainable.append(model.model.super_link.queries[name])
+    for parameter in trainable:
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.AdamW(trainable, lr=3e-3, weight_decay=0.0)
+    model.train()
+    losses = []
+    for _ in range(100):
+        loss = model(**inputs, super_link_targets=[targets]).loss
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if losses[-1] < 0.3 * losses[0]:
+            break
+    assert losses[-1] < 0.3 * losses[0], (name, losses[0], losses[-1], len(losses))
