@@ -1,8 +1,9 @@
 """Run in a subprocess: load a checkpoint where visionllm_hf cannot be imported, as on a user's machine.
 
 Usage: python fresh_env_load.py CHECKPOINT INPUTS.pt OUT.pt
-INPUTS.pt holds the processor's keyword arguments (images, text, regions). Writes the loaded model's logits on
-them, a pipeline answer about the first image, and the modules the classes came from.
+INPUTS.pt holds the processor's keyword arguments (images, text, regions) and, optionally, `scripts`: answers
+(token ids per row) to force through generation. Writes the loaded model's logits on the inputs, a pipeline
+answer about the first image, the modules the classes came from and, with scripts, the structured results.
 """
 
 import importlib.abc
@@ -24,6 +25,7 @@ from transformers import AutoModel, AutoProcessor, pipeline  # noqa: E402
 
 def main(checkpoint: str, inputs_file: str, out_file: str):
     processor_kwargs = torch.load(inputs_file, weights_only=False)
+    scripts = processor_kwargs.pop("scripts", None)
     model = AutoModel.from_pretrained(checkpoint, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=True)
     inputs = processor(**processor_kwargs, return_tensors="pt")
@@ -36,10 +38,15 @@ def main(checkpoint: str, inputs_file: str, out_file: str):
     answer = chat(text=messages, max_new_tokens=5, generate_kwargs={"min_new_tokens": 5, "do_sample": False})
 
     loaded_modules = sorted({type(obj).__module__ for obj in (model, processor, processor.image_processor)})
-    torch.save(
-        {"logits": logits, "answer": answer[0]["generated_text"][-1]["content"], "modules": loaded_modules},
-        out_file,
-    )
+    saved = {"logits": logits, "answer": answer[0]["generated_text"][-1]["content"], "modules": loaded_modules}
+    if scripts is not None:
+        from helpers import ScriptedTokens  # this script's folder is on sys.path
+
+        forced = ScriptedTokens(scripts, processor.tokenizer.eos_token_id)
+        generated = model.generate(**inputs, max_new_tokens=20, logits_processor=[forced])
+        saved["results"] = generated.results
+        saved["objects"] = processor.post_process_generation(generated)
+    torch.save(saved, out_file)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, Aut
 import visionllm_hf
 from visionllm_hf.builder import save_checkpoint
 
-from .helpers import random_image
+from .helpers import ScriptedTokens, random_image
 from .test_regions import build as build_with_region_encoder
 
 FLAT_CODE_FILES = {
@@ -60,7 +60,7 @@ def load_in_fresh_environment(checkpoint: Path, processor_kwargs: dict, workdir:
         env=env, cwd=workdir, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    loaded = torch.load(workdir / "out.pt")
+    loaded = torch.load(workdir / "out.pt", weights_only=False)  # written by our own subprocess
     assert all(module.startswith("transformers_modules.") for module in loaded["modules"]), loaded["modules"]
     assert isinstance(loaded["answer"], str) and loaded["answer"]
     return loaded
@@ -110,3 +110,26 @@ def test_region_encoder_checkpoints_round_trip_without_the_package(encoder, tmp_
     with torch.no_grad():
         expected = model(**processor(**processor_kwargs)).logits
     assert (loaded["logits"] - expected).abs().max() <= 1e-5
+
+
+def test_routing_decoders_survive_a_fresh_environment_load(tiny, tiny_checkpoint, tmp_path):
+    model, processor = tiny
+    images = [random_image(50, 80, seed=1), random_image(64, 64, seed=2)]
+    texts = ["<image> Find them.", "<image> Where is it?"]
+    answers = ["a cat [DET], a man [POSE]", "it [SEG] at <LOC>"]
+    scripts = [processor.tokenizer.encode(answer, add_special_tokens=False) for answer in answers]
+    loaded = load_in_fresh_environment(
+        tiny_checkpoint, {"images": images, "text": texts, "scripts": scripts}, tmp_path
+    )
+    inputs = processor(images=images, text=texts)
+    expected = model.generate(**inputs, max_new_tokens=20, logits_processor=[ScriptedTokens(scripts, processor.tokenizer.eos_token_id)])
+    assert [[r["routing"] for r in row] for row in loaded["results"]] == [["det", "pose"], ["seg", "loc"]]
+    for theirs, ours in zip(loaded["results"], expected.results):
+        for their_result, our_result in zip(theirs, ours):
+            for key in ("boxes", "scores", "masks", "keypoints"):
+                if key in our_result:
+                    torch.testing.assert_close(their_result[key], our_result[key], atol=1e-5, rtol=0)
+    processed = processor.post_process_generation(expected)
+    assert [[o["label"] for o in p["objects"]] for p in loaded["objects"]] == [
+        [o["label"] for o in p["objects"]] for p in processed
+    ]

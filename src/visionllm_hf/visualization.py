@@ -1,0 +1,54 @@
+"""Draw `post_process_generation` objects (boxes, masks, keypoints, labels) onto an image with PIL."""
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+           (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128)]
+
+
+def color_for(index: int) -> tuple[int, int, int]:
+    return PALETTE[index % len(PALETTE)]
+
+
+def draw_objects(
+    image: Image.Image, objects: list[dict], mask_alpha: float = 0.45, keypoint_radius: int = 3
+) -> Image.Image:
+    """
+    A copy of `image` with every object drawn: its mask blended in its colour, its box outlined, its keypoints
+    (visibility > 0.5) as dots, and `label score` above the box. Objects are coloured by label, so every
+    instance of one category shares a colour. Coordinates must be in the image's pixels
+    (`post_process_generation(..., target_sizes=...)`).
+    """
+    canvas = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
+    labels = list(dict.fromkeys(obj.get("label", "") for obj in objects))
+    for obj in objects:
+        if obj.get("mask") is not None:
+            mask = np.asarray(obj["mask"], dtype=bool)
+            if mask.shape != canvas.shape[:2]:
+                raise ValueError(f"mask of shape {mask.shape} does not fit the {canvas.shape[1]}x{canvas.shape[0]} image")
+            colour = np.array(color_for(labels.index(obj.get("label", ""))), dtype=np.float32)
+            canvas[mask] = (1 - mask_alpha) * canvas[mask] + mask_alpha * colour
+    drawn = Image.fromarray(canvas.round().astype(np.uint8))
+    pen = ImageDraw.Draw(drawn)
+    for obj in objects:
+        colour = color_for(labels.index(obj.get("label", "")))
+        box = obj.get("box")
+        if box is not None:
+            pen.rectangle([float(v) for v in box], outline=colour, width=2)
+        for x, y, visibility in obj.get("keypoints") or []:
+            if visibility > 0.5:
+                r = keypoint_radius
+                pen.ellipse([x - r, y - r, x + r, y + r], fill=colour)
+        caption = " ".join(part for part in (obj.get("label", ""), _score(obj)) if part)
+        if caption and box is not None:
+            pen.text((float(box[0]) + 2, max(float(box[1]) - 12, 0)), caption, fill=colour)
+    return drawn
+
+
+def _score(obj: dict) -> str:
+    score = obj.get("score")
+    return "" if score is None else f"{score:.2f}"
+
+
+__all__ = ["color_for", "draw_objects"]
