@@ -21,9 +21,17 @@ FLAT_CODE_FILES = {
     "configuration_visionllm.py",
     "modeling_visionllm.py",
     "region_encoders.py",
+    "super_link.py",
+    "super_link_generation.py",
+    "decoders.py",
+    "decoder_box.py",
+    "decoder_mask.py",
+    "decoder_object.py",
+    "decoder_keypoint.py",
     "processing_visionllm.py",
     "image_processing_visionllm.py",
     "regions.py",
+    "post_processing.py",
     "special_tokens.py",
 }
 
