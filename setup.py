@@ -9,7 +9,9 @@ setup(
     license="Apache-2.0",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    package_data={"visionllm_hf": ["builder/corpus.txt"]},
+    package_data={
+        "visionllm_hf": ["builder/corpus.txt", "model_cards/template.md", "trainer/deepspeed/*.json"]
+    },
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.6",
@@ -21,12 +23,17 @@ setup(
         "safetensors",
         "numpy",
         "pillow",
+        "accelerate>=1.0",  # Trainer
+        "peft>=0.17",  # LoRA
+        "pycocotools",  # COCO masks
     ],
     extras_require={
         # The exact builds this project is tested with; served from local disk on the project machines.
         "torch": ["torch==2.14.1", "torchvision==0.29.1"],
         "timm": ["timm>=1.0"],
-        "test": ["pytest>=8", "timm>=1.0"],
+        "deepspeed": ["deepspeed"],
+        "datasets": ["datasets"],
+        "test": ["pytest>=8", "timm>=1.0", "datasets", "deepspeed"],
     },
     entry_points={"console_scripts": ["visionllm-hf=visionllm_hf.cli:main"]},
 )

@@ -69,10 +69,17 @@ def make_parser() -> argparse.ArgumentParser:
     demo_parser = commands.add_parser("demo", help="build, save, reload and query a model end to end")
     demo_parser.add_argument("--out", default="outputs/demo", help="folder for the checkpoint and results")
     demo_parser.set_defaults(handler=demo)
+
+    commands.add_parser("train", help="fine-tune on your data (see `visionllm-hf train --help`)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # TrainingArguments flags are parsed by transformers' HfArgumentParser
+        from .trainer.train import main as train_main
+
+        return train_main(argv[1:])
     args = make_parser().parse_args(argv)
     return args.handler(args)
 

@@ -1,3 +1,54 @@
-"""Model card templates rendered through `huggingface_hub.ModelCard` land here with the training issue."""
+"""Model cards rendered from `template.md` through `huggingface_hub.ModelCard`, offline."""
 
-__all__ = []
+from importlib import resources
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from ..processing.special_tokens import ROUTING_TOKENS
+
+
+def render_model_card(
+    model,
+    *,
+    model_name: str,
+    repo_id: str | None = None,
+    stages: list[dict] | None = None,
+    datasets: list[str] | None = None,
+    metrics: dict[str, float] | None = None,
+    command: str | None = None,
+    training_time: str | None = None,
+) -> ModelCard:
+    """
+    A model card for a VisionLLM model: components and their sizes, training stages, data, metrics and a usage
+    snippet. `stages` holds dicts with `name`, `description`, `steps`, `learning_rates` and `lora`.
+    """
+    from ..builder.checkpoint import count_parameters
+
+    config = model.config
+    decoders = ", ".join(f"`{ROUTING_TOKENS[name]}` -> {kind}" for name, kind in config.routing_decoders.items())
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="image-text-to-text",
+        tags=["visionllm", "vision-language", "custom_code"],
+        datasets=None,
+        license="apache-2.0",
+    )
+    template = resources.files(__package__).joinpath("template.md").read_text(encoding="utf-8")
+    return ModelCard.from_template(
+        card_data,
+        template_str=template,
+        model_name=model_name,
+        repo_id=repo_id or model_name,
+        vision_tower=config.vision_config.model_type,
+        language_model=config.text_config.model_type,
+        decoders=decoders,
+        parameters=count_parameters(model),
+        stages=stages or [],
+        datasets=datasets or [],
+        metrics=metrics or {},
+        command=command,
+        training_time=training_time,
+    )
+
+
+__all__ = ["render_model_card"]

@@ -1,0 +1,345 @@
+"""Dataset adapters: users' formats -> instruction samples (see `collator.py` for the sample dict).
+
+- `ConversationSource`: LLaVA-style JSON, `[{"image": "a.jpg", "conversations": [{"from": "human", ...}]}]`;
+- `CocoSource`: COCO JSON + image folder, tasks `detection`, `instance_segmentation`,
+  `interactive_segmentation` (instances), `pose` (person_keypoints) and `caption` (captions);
+- `ReferringSource`: JSON lines `{"image", "expression", "box" and/or "mask", "category"}`, tasks `rec`, `res`,
+  `region_caption`, `region_classification`;
+- `DatasetSource`: any `datasets.Dataset` with an image column and a column mapping.
+
+Every sample is built from its index and a random generator, with a random instruction template (and, for
+detection, a random subset and order of categories, as VisionLLM v1/v2 do). `MixedTaskDataset` mixes sources with
+sampling ratios; each of its items is a whole per-device batch from one source (one task group).
+"""
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from pycocotools import mask as coco_mask
+
+from ..processing.templates import region_caption_prompt, region_classification_prompt
+
+DETECTION_TEMPLATES = [
+    "Can you analyze the image and identify the <class> present?",
+    "In this image, could you detect all instances of <class>?",
+    "Please detect the objects you find that belong to the <class> category in the image.",
+    "Please perform object detection on this image to identify <class>.",
+    "I need your expertise to locate <class> in this image.",
+]
+SEGMENTATION_TEMPLATES = [
+    "Can you segment the <class> in the image?",
+    "Please segment all instances of <class> in this image.",
+    "Could you provide the instance masks of <class>?",
+]
+POSE_TEMPLATES = [
+    "Please estimate the pose of every <class> in the image.",
+    "Can you find the keypoints of each <class>?",
+    "Detect the <class> in the image and their keypoints.",
+]
+INTERACTIVE_TEMPLATES = [
+    "Please segment the object indicated by <region>.",
+    "Could you give me the mask of the object in <region>?",
+    "Segment what <region> points to.",
+]
+CAPTION_TEMPLATES = [
+    "Describe the image briefly.",
+    "Give a short caption of the image.",
+    "What does this image show? Answer in one sentence.",
+]
+REC_TEMPLATES = [
+    "Where is the {expression} in the image?",
+    "Please find the {expression}.",
+    "Could you tell me where the {expression} is?",
+]
+RES_TEMPLATES = [
+    "Please segment the {expression}.",
+    "Can you give the mask of the {expression}?",
+]
+
+
+def conversation_sample(question: str, answer: str, images: list, task: str, **extra) -> dict:
+    """A one-turn sample: `<image>` first, then the question; the answer as the assistant turn."""
+    prefix = "<image>\n" * len(images)
+    messages = [{"role": "user", "content": prefix + question}, {"role": "assistant", "content": answer}]
+    return {"messages": messages, "images": images, "task": task, **extra}
+
+
+class ConversationSource:
+    """LLaVA-style conversation JSON; `human` -> user, `gpt` -> assistant; `<image>` kept where it is."""
+
+    def __init__(self, path: str, image_folder: str | None = None, task: str = "conversation"):
+        self.records = json.loads(Path(path).read_text())
+        self.image_folder = Path(image_folder or Path(path).parent)
+        self.task = task
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def sample(self, index: int, rng: random.Random) -> dict:
+        record = self.records[index]
+        names = record.get("image") or []
+        names = [names] if isinstance(names, str) else list(names)
+        roles = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+        messages = []
+        for turn in record["conversations"]:
+            if turn["from"] not in roles:
+                raise ValueError(f"record {index}: unknown speaker '{turn['from']}' (use human/gpt)")
+            messages.append({"role": roles[turn["from"]], "content": turn["value"]})
+        if names and not any("<image>" in m["content"] for m in messages):
+            messages[0]["content"] = "<image>\n" * len(names) + messages[0]["content"]
+        return {"messages": messages, "images": [str(self.image_folder / n) for n in names], "task": self.task}
+
+
+class CocoSource:
+    """
+    COCO-format annotations and their image folder.
+
+    Arguments:
+        annotation_file (`str`): instances / person_keypoints / captions JSON.
+        image_folder (`str`): folder of the `file_name`s.
+        task (`str`): `detection`, `instance_segmentation`, `interactive_segmentation`, `pose` or `caption`.
+        max_categories (`int`, defaults to 10): most categories asked per detection sample.
+    """
+
+    tasks = ("detection", "instance_segmentation", "interactive_segmentation", "pose", "caption")
+
+    def __init__(self, annotation_file: str, image_folder: str, task: str = "detection", max_categories: int = 10):
+        if task not in self.tasks:
+            raise ValueError(f"unknown COCO task '{task}'; choose from {self.tasks}")
+        data = json.loads(Path(annotation_file).read_text())
+        self.task = task
+        self.image_folder = Path(image_folder)
+        self.images = {image["id"]: image for image in data["images"]}
+        self.categories = {c["id"]: c["name"] for c in data.get("categories", [])}
+        self.max_categories = max_categories
+        self.annotations: dict[int, list] = {image_id: [] for image_id in self.images}
+        for annotation in data.get("annotations", []):
+            if not annotation.get("iscrowd", 0):
+                self.annotations[annotation["image_id"]].append(annotation)
+        keep = {
+            "caption": lambda anns: any("caption" in a for a in anns),
+            "pose": lambda anns: any(a.get("num_keypoints", 0) > 0 for a in anns),
+            "interactive_segmentation": lambda anns: any(a.get("segmentation") for a in anns),
+        }.get(task, lambda anns: True)
+        self.image_ids = [image_id for image_id in self.images if keep(self.annotations[image_id])]
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def sample(self, index: int, rng: random.Random) -> dict:
+        image_id = self.image_ids[index]
+        image = self.images[image_id]
+        path = str(self.image_folder / image["file_name"])
+        annotations = self.annotations[image_id]
+        if self.task == "caption":
+            caption = rng.choice([a["caption"] for a in annotations if "caption" in a]).strip()
+            return conversation_sample(rng.choice(CAPTION_TEMPLATES), caption, [path], self.task)
+        if self.task == "interactive_segmentation":
+            return self._interactive(path, image, [a for a in annotations if a.get("segmentation")], rng)
+        if self.task == "pose":
+            return self._pose(path, image, annotations, rng)
+        return self._detection(path, image, annotations, rng)
+
+    def _detection(self, path, image, annotations, rng) -> dict:
+        present = sorted({a["category_id"] for a in annotations})
+        absent = [c for c in self.categories if c not in present]
+        asked = present + rng.sample(absent, min(len(absent), rng.randint(0, 2)))
+        rng.shuffle(asked)
+        asked = asked[: self.max_categories]
+        with_masks = self.task == "instance_segmentation"
+        templates = SEGMENTATION_TEMPLATES if with_masks else DETECTION_TEMPLATES
+        names = [self.categories[c] for c in asked]
+        question = rng.choice(templates).replace("<class>", ", ".join(names))
+        answer = ", ".join(f"{name} [DET]" for name in names) + "."
+        targets = []
+        for category in asked:
+            mine = [a for a in annotations if a["category_id"] == category]
+            target = {"boxes": _boxes(mine, image)}
+            if with_masks:
+                target["masks"] = _masks(mine, image)
+            targets.append(target)
+        return conversation_sample(question, answer, [path], self.task, targets=targets)
+
+    def _pose(self, path, image, annotations, rng) -> dict:
+        people = [a for a in annotations if a.get("num_keypoints", 0) > 0]
+        name = self.categories.get(people[0]["category_id"], "person")
+        question = rng.choice(POSE_TEMPLATES).replace("<class>", name)
+        keypoints = torch.tensor([a["keypoints"] for a in people], dtype=torch.float32).view(len(people), -1, 3)
+        keypoints[..., 0] /= image["width"]
+        keypoints[..., 1] /= image["height"]
+        target = {"boxes": _boxes(people, image), "keypoints": keypoints}
+        return conversation_sample(question, f"{name} [POSE].", [path], self.task, targets=[target])
+
+    def _interactive(self, path, image, annotations, rng) -> dict:
+        annotation = rng.choice(annotations)
+        mask = _masks([annotation], image)[0]
+        kind = rng.choice(["box", "point", "mask"])
+        if kind == "box":
+            x, y, w, h = annotation["bbox"]
+            region = {"box": [x, y, x + max(w, 1), y + max(h, 1)]}
+        elif kind == "point":
+            rows, columns = mask.nonzero(as_tuple=True)
+            pick = rng.randrange(len(rows))
+            region = {"point": [float(columns[pick]) + 0.5, float(rows[pick]) + 0.5]}
+        else:
+            region = {"mask": mask.numpy().astype(bool)}
+        question = rng.choice(INTERACTIVE_TEMPLATES)
+        return conversation_sample(
+            question, "[SEG].", [path], self.task, regions=[[region]], targets=[{"mask": mask}]
+        )
+
+
+class ReferringSource:
+    """
+    Referring data as JSON lines: `{"image": "a.jpg", "expression": "...", "box": [x1, y1, x2, y2], "mask": ...,
+    "category": "..."}` (box in pixels of the image; mask as a COCO polygon list or RLE).
+
+    Tasks: `rec` (answer `<expression> <LOC>`, box target), `res` (answer `<expression> [SEG]`, mask target),
+    `region_caption` (the region as `<region>`, the expression as answer), `region_classification` (the region
+    as `<region>`, its category as answer; `category_set` names the closed set in the instruction).
+    """
+
+    tasks = ("rec", "res", "region_caption", "region_classification")
+
+    def __init__(self, path: str, image_folder: str | None = None, task: str = "rec", category_set: str | None = None):
+        if task not in self.tasks:
+            raise ValueError(f"unknown referring task '{task}'; choose from {self.tasks}")
+        self.records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        self.image_folder = Path(image_folder or Path(path).parent)
+        self.task = task
+        self.category_set = category_set
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def sample(self, index: int, rng: random.Random) -> dict:
+        record = self.records[index]
+        path = str(self.image_folder / record["image"])
+        expression = record["expression"]
+        with Image.open(path) as image:  # reads the header only
+            width, height = image.size
+        if self.task == "rec":
+            question = rng.choice(REC_TEMPLATES).format(expression=expression)
+            x1, y1, x2, y2 = record["box"]
+            box = [x1 / width, y1 / height, x2 / width, y2 / height]
+            return conversation_sample(question, f"{expression} <LOC>.", [path], self.task, targets=[{"box": box}])
+        if self.task == "res":
+            question = rng.choice(RES_TEMPLATES).format(expression=expression)
+            mask = _masks([{"segmentation": record["mask"]}], {"height": height, "width": width})[0]
+            return conversation_sample(question, f"{expression} [SEG].", [path], self.task, targets=[{"mask": mask}])
+        if "box" in record:
+            region = {"box": record["box"]}
+        else:
+            mask = _masks([{"segmentation": record["mask"]}], {"height": height, "width": width})[0]
+            region = {"mask": mask.numpy().astype(bool)}
+        if self.task == "region_caption":
+            question = region_caption_prompt(1, detailed=False, rng=rng)
+            return conversation_sample(question, expression, [path], self.task, regions=[[region]])
+        question = region_classification_prompt(self.category_set, rng=rng)
+        return conversation_sample(question, record["category"], [path], self.task, regions=[[region]])
+
+
+class DatasetSource:
+    """
+    Any `datasets.Dataset` (or indexable of dicts) with an image column, mapped by column names: either a
+    `messages_column` in the chat format, or a `question_column` and an `answer_column`.
+    """
+
+    def __init__(
+        self,
+        dataset,
+        image_column: str = "image",
+        messages_column: str | None = None,
+        question_column: str | None = None,
+        answer_column: str | None = None,
+        task: str = "conversation",
+    ):
+        if messages_column is None and (question_column is None or answer_column is None):
+            raise ValueError("give messages_column, or both question_column and answer_column")
+        self.dataset, self.task = dataset, task
+        self.image_column, self.messages_column = image_column, messages_column
+        self.question_column, self.answer_column = question_column, answer_column
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def sample(self, index: int, rng: random.Random) -> dict:
+        row = self.dataset[index]
+        images = row[self.image_column]
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        if self.messages_column is not None:
+            return {"messages": list(row[self.messages_column]), "images": images, "task": self.task}
+        return conversation_sample(row[self.question_column], row[self.answer_column], images, self.task)
+
+
+class MixedTaskDataset(torch.utils.data.Dataset):
+    """
+    Item `i` is a list of `batch_size` samples from one source, the source drawn with the given ratios; all of
+    it follows from `(seed, i)`, so any rank, worker or resumed run rebuilds the same item.
+
+    Use with `per_device_train_batch_size=1`: each item is one device batch of one task group.
+    """
+
+    def __init__(
+        self,
+        sources: list,
+        ratios: list[float] | None = None,
+        batch_size: int = 1,
+        length: int | None = None,
+        seed: int = 0,
+    ):
+        if not sources:
+            raise ValueError("give at least one data source")
+        ratios = list(ratios) if ratios is not None else [float(len(s)) for s in sources]
+        if len(ratios) != len(sources) or min(ratios) < 0 or sum(ratios) <= 0:
+            raise ValueError(f"need one non-negative sampling ratio per source, got {ratios}")
+        empty = [i for i, source in enumerate(sources) if not len(source)]
+        if empty:
+            raise ValueError(f"data sources {empty} hold no samples")
+        self.sources, self.ratios, self.batch_size, self.seed = sources, ratios, batch_size, seed
+        self.length = length if length is not None else max(1, sum(len(s) for s in sources) // batch_size)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> list[dict]:
+        rng = random.Random(f"{self.seed}-{index}")
+        source = rng.choices(self.sources, weights=self.ratios)[0]
+        return [source.sample(rng.randrange(len(source)), rng) for _ in range(self.batch_size)]
+
+
+def _boxes(annotations: list, image: dict) -> torch.Tensor:
+    """COCO `[x, y, w, h]` pixels -> `(n, 4)` normalised xyxy."""
+    boxes = torch.tensor([a["bbox"] for a in annotations], dtype=torch.float32).view(-1, 4)
+    boxes[:, 2:] += boxes[:, :2]
+    return boxes / torch.tensor([image["width"], image["height"]] * 2, dtype=torch.float32)
+
+
+def _masks(annotations: list, image: dict) -> torch.Tensor:
+    """COCO polygons or RLE -> `(n, height, width)` float masks (pycocotools)."""
+    height, width = image["height"], image["width"]
+    masks = []
+    for annotation in annotations:
+        segmentation = annotation["segmentation"]
+        if isinstance(segmentation, list):
+            rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
+        elif isinstance(segmentation.get("counts"), list):
+            rle = coco_mask.frPyObjects(segmentation, height, width)
+        else:
+            rle = segmentation
+        masks.append(torch.from_numpy(coco_mask.decode(rle).astype(np.float32)))
+    return torch.stack(masks) if masks else torch.zeros(0, height, width)
+
+
+__all__ = [
+    "CocoSource",
+    "ConversationSource",
+    "DatasetSource",
+    "MixedTaskDataset",
+    "ReferringSource",
+    "conversation_sample",
+]
