@@ -45,7 +45,8 @@ def write_datasets(root: Path, num_images: int = 10, size: int = 64, seed: int =
                 annotation["num_keypoints"] = 17
             annotations.append(annotation)
             referring.append({"image": name, "expression": f"the {colour} {category['name']}",
-                              "box": [x, y, x + w, y + h], "category": category["name"]})
+                              "box": [x, y, x + w, y + h], "category": category["name"],
+                              "mask": annotation["segmentation"]})
         names = ", ".join(f"a {colour} {category['name']}" for category, colour, _ in shapes)
         conversations.append({"image": name, "conversations": [
             {"from": "human", "value": "<image>\nWhat shapes are there?"},

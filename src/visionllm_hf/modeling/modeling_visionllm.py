@@ -493,6 +493,9 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
             auto_map = dict(getattr(self.config, "auto_map", None) or {})  # set by transformers, not declared
             auto_map["AutoModelForImageTextToText"] = f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
             self.config.auto_map = auto_map
+        # Keep parameter names as the modules have them. transformers would otherwise write nested models'
+        # legacy names (Swin inside Grounding DINO), which Trainer's resume loads without converting back.
+        kwargs.setdefault("save_original_format", False)
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 

@@ -218,6 +218,10 @@ class ReferringSource:
 
     def sample(self, index: int, rng: random.Random) -> dict:
         record = self.records[index]
+        needed = {"rec": ["box"], "res": ["mask"], "region_classification": ["category"]}.get(self.task, [])
+        missing = [key for key in ["image", "expression", *needed] if key not in record]
+        if missing:
+            raise ValueError(f"referring record {index} has no {missing} (task '{self.task}' needs them)")
         path = str(self.image_folder / record["image"])
         expression = record["expression"]
         with Image.open(path) as image:  # reads the header only
