@@ -31,6 +31,7 @@ from visionllm_hf.trainer.stages import MODULE_GROUPS, module_group
 from visionllm_hf.trainer.train import shipped_deepspeed_config
 
 from .helpers import random_image
+from .test_hub_packaging import load_in_fresh_environment
 from .synthetic_data import write_datasets
 
 
@@ -72,8 +73,14 @@ def test_cli_trains_20_steps_loss_goes_down_components_logged(data, tmp_path):
     card = (output / "README.md").read_text()
     assert "v2-decoders" in card and "20 steps" in card and "visionllm-hf train" in card
     assert f"coco={data['coco']}" in card
-    reloaded = VisionLLMForConditionalGeneration.from_pretrained(output)  # the merged model
+    reloaded = VisionLLMForConditionalGeneration.from_pretrained(output).eval()  # the merged model
     assert reloaded.config.routing_decoders == {"det": "object", "seg": "mask", "pose": "keypoint", "loc": "box"}
+    images, text = [random_image(40, 60)], ["<image> What shapes are there?"]
+    loaded = load_in_fresh_environment(output, {"images": images, "text": text}, tmp_path)
+    _, processor = build_tiny(seed=0)
+    with torch.no_grad():
+        expected = reloaded(**processor(images=images, text=text)).logits
+    assert (loaded["logits"] - expected).abs().max() <= 1e-5
 
 
 def test_resuming_from_step_10_reproduces_steps_11_to_20(data, tmp_path):
@@ -235,8 +242,17 @@ def test_sources_build_valid_samples(data):
     for task in ReferringSource.tasks:
         sample = ReferringSource(str(data["referring"]), str(data["images"]), task=task).sample(0, rng)
         assert sample["messages"][-1]["content"]
-    hf = DatasetSource([{"image": random_image(8, 8), "q": "what?", "a": "this"}], question_column="q", answer_column="a")
-    assert hf.sample(0, rng)["messages"][-1]["content"] == "this"
+    import datasets
+    from PIL import Image
+
+    table = datasets.Dataset.from_dict(
+        {"picture": [Image.fromarray(random_image(8, 8))], "q": ["what?"], "a": ["this"]},
+        features=datasets.Features({"picture": datasets.Image(), "q": datasets.Value("string"), "a": datasets.Value("string")}),
+    )
+    hf_sample = DatasetSource(table, image_column="picture", question_column="q", answer_column="a").sample(0, rng)
+    assert hf_sample["messages"][-1]["content"] == "this" and hf_sample["images"][0].size == (8, 8)
+    _, processor = build_tiny(seed=0)
+    assert VisionLLMCollator(processor)([hf_sample])["pixel_values"].shape[0] >= 1
     mixed = MixedTaskDataset([coco["detection"], coco["pose"]], [1, 1], batch_size=3, seed=5)
     assert [s["task"] for s in mixed[7]] in (["detection"] * 3, ["pose"] * 3)  # one task group per batch
     assert [s["messages"] for s in mixed[7]] == [s["messages"] for s in mixed[7]]  # a pure function of the index
