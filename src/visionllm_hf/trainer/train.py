@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+from huggingface_hub import HfApi
 from transformers import HfArgumentParser, TrainerCallback, TrainingArguments
 
 from ..builder.checkpoint import save_checkpoint
@@ -107,6 +108,7 @@ def train(argv: list[str]) -> Path:
         training_args = dataclasses.replace(training_args, deepspeed=shipped_deepspeed_config(training_args.deepspeed))
     group_batch_size = training_args.per_device_train_batch_size
     training_args.per_device_train_batch_size = 1  # each dataset item is already one device batch
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
 
     model = VisionLLMForConditionalGeneration.from_pretrained(options.model)
     processor = VisionLLMProcessor.from_pretrained(options.model)
@@ -145,6 +147,11 @@ def train(argv: list[str]) -> Path:
         save_final(trainer.model, processor, output, preset.lora is not None and options.save_merged)
         card_model = trainer.model.get_base_model() if preset.lora is not None else trainer.model
         render_model_card(card_model, **card_kwargs(trainer.state)).save(output / "README.md")
+        if push_to_hub:
+            repo_id = training_args.hub_model_id or output.name
+            api = HfApi(token=training_args.hub_token)
+            api.create_repo(repo_id, private=training_args.hub_private_repo, exist_ok=True)
+            api.upload_folder(repo_id=repo_id, folder_path=output, commit_message=f"visionllm-hf {options.stage}")
     return output
 
 
