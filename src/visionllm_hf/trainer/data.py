@@ -165,8 +165,10 @@ class CocoSource:
         return conversation_sample(question, answer, [path], self.task, targets=targets)
 
     def _pose(self, path, image, annotations, rng) -> dict:
-        people = [a for a in annotations if a.get("num_keypoints", 0) > 0]
-        name = self.categories.get(people[0]["category_id"], "person")
+        with_keypoints = [a for a in annotations if a.get("num_keypoints", 0) > 0]
+        category = rng.choice(sorted({a["category_id"] for a in with_keypoints}))
+        people = [a for a in with_keypoints if a["category_id"] == category]
+        name = self.categories.get(category, "person")
         question = rng.choice(POSE_TEMPLATES).replace("<class>", name)
         keypoints = torch.tensor([a["keypoints"] for a in people], dtype=torch.float32).view(len(people), -1, 3)
         keypoints[..., 0] /= image["width"]

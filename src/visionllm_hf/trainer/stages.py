@@ -65,6 +65,10 @@ STAGES = {
         {"region_encoder": 2e-5, "projector": 2e-5, "llm": 2e-5},
         description="RegionGPT finetuning: refinement, connector and LLM",
     ),
+    "from-scratch": StagePreset(
+        {group: 1e-3 for group in MODULE_GROUPS},
+        description="every module trained from random initialisation (the synthetic demo model)",
+    ),
     "ullava": StagePreset(
         {"projector": 2e-5, "llm": 2e-5, "super_link": 2e-5, "decoders": 2e-5},
         description="u-LLaVA instruction training: projector, LLM, <LOC>/<SEG> projectors and decoders",
