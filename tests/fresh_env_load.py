@@ -23,6 +23,20 @@ import torch  # noqa: E402
 from transformers import AutoModel, AutoProcessor, pipeline  # noqa: E402
 
 
+class ForceAnswers:
+    """Row r samples scripts[r][k] at step k, then EOS (the package's ForcedAnswer cannot be imported here)."""
+
+    def __init__(self, scripts, eos):
+        self.scripts, self.eos, self.step = scripts, eos, 0
+
+    def __call__(self, input_ids, scores):
+        forced = torch.full_like(scores, -float("inf"))
+        for row, script in enumerate(self.scripts):
+            forced[row, script[self.step] if self.step < len(script) else self.eos] = 0.0
+        self.step += 1
+        return forced
+
+
 def main(checkpoint: str, inputs_file: str, out_file: str):
     processor_kwargs = torch.load(inputs_file, weights_only=False)
     scripts = processor_kwargs.pop("scripts", None)
@@ -40,9 +54,7 @@ def main(checkpoint: str, inputs_file: str, out_file: str):
     loaded_modules = sorted({type(obj).__module__ for obj in (model, processor, processor.image_processor)})
     saved = {"logits": logits, "answer": answer[0]["generated_text"][-1]["content"], "modules": loaded_modules}
     if scripts is not None:
-        from helpers import ScriptedTokens  # this script's folder is on sys.path
-
-        forced = ScriptedTokens(scripts, processor.tokenizer.eos_token_id)
+        forced = ForceAnswers(scripts, processor.tokenizer.eos_token_id)
         generated = model.generate(**inputs, max_new_tokens=20, logits_processor=[forced])
         saved["results"] = generated.results
         saved["objects"] = processor.post_process_generation(generated)

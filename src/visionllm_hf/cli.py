@@ -8,7 +8,14 @@ import torch
 
 
 def build(args: argparse.Namespace) -> int:
-    from .builder import assemble_from_pretrained, build_tiny, count_parameters, save_checkpoint, visionllm_v2_config
+    from .builder import (
+        assemble_from_pretrained,
+        build_demo,
+        build_tiny,
+        count_parameters,
+        save_checkpoint,
+        visionllm_v2_config,
+    )
 
     if args.vision or args.llm:
         if not (args.vision and args.llm):
@@ -26,6 +33,8 @@ def build(args: argparse.Namespace) -> int:
         return 0
     elif args.preset == "tiny":
         model, processor = build_tiny(seed=args.seed)
+    elif args.preset == "demo":
+        model, processor = build_demo(seed=args.seed)
     else:
         raise SystemExit(
             f"--preset {args.preset} has no random build here: add --meta to count its parameters, or give "
@@ -52,12 +61,37 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from transformers import AutoModel, AutoProcessor
+
+    from .evaluation import Evaluator, format_table
+
+    model = AutoModel.from_pretrained(args.model, trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
+    metrics = Evaluator(model, processor, args.data, max_images=args.max_images, batch_size=args.batch_size).run()
+    print(format_table(metrics))
+    out = Path(args.out) if args.out else Path(args.model) / "eval_results.json"
+    out.write_text(json.dumps(metrics, indent=2))
+    print(f"written to {out}")
+    return 0
+
+
+def synth(args: argparse.Namespace) -> int:
+    from .synthetic import write_dataset
+
+    paths = write_dataset(args.out, num_images=args.num_images, seed=args.seed, size=args.size)
+    print(f"wrote {args.num_images} scenes to {paths['root']}: " + ", ".join(p.name for k, p in paths.items() if k != "root"))
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visionllm-hf", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     build_parser = commands.add_parser("build", help="write a checkpoint: a preset or pretrained parts")
-    build_parser.add_argument("--preset", choices=["tiny", "visionllm-v2"], default="tiny")
+    build_parser.add_argument("--preset", choices=["tiny", "demo", "visionllm-v2"], default="tiny")
     build_parser.add_argument("--out", help="folder to write the checkpoint to")
     build_parser.add_argument("--meta", action="store_true", help="only count parameters, on the meta device")
     build_parser.add_argument("--vision", help="hub id or folder of the pretrained vision tower")
@@ -69,6 +103,21 @@ def make_parser() -> argparse.ArgumentParser:
     demo_parser = commands.add_parser("demo", help="build, save, reload and query a model end to end")
     demo_parser.add_argument("--out", default="outputs/demo", help="folder for the checkpoint and results")
     demo_parser.set_defaults(handler=demo)
+
+    synth_parser = commands.add_parser("synth", help="write synthetic scenes as COCO / conversation / referring files")
+    synth_parser.add_argument("--out", required=True)
+    synth_parser.add_argument("--num-images", type=int, default=1000)
+    synth_parser.add_argument("--seed", type=int, default=0)
+    synth_parser.add_argument("--size", type=int, default=128)
+    synth_parser.set_defaults(handler=synth)
+
+    eval_parser = commands.add_parser("eval", help="score a checkpoint on an evaluation folder")
+    eval_parser.add_argument("--model", required=True)
+    eval_parser.add_argument("--data", required=True, help="folder with images/, instances.json, referring.jsonl, ...")
+    eval_parser.add_argument("--max-images", type=int)
+    eval_parser.add_argument("--batch-size", type=int, default=8)
+    eval_parser.add_argument("--out", help="JSON file for the metrics (default: MODEL/eval_results.json)")
+    eval_parser.set_defaults(handler=evaluate)
 
     commands.add_parser("train", help="fine-tune on your data (see `visionllm-hf train --help`)")
     return parser

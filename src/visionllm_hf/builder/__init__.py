@@ -1,7 +1,7 @@
 """Build VisionLLM checkpoints: tiny random models, the paper's sizes on the meta device, pretrained assembly."""
 
 from .assemble import assemble_from_pretrained, resize_embeddings_to_mean
-from .checkpoint import build_processor, build_tiny, count_parameters, save_checkpoint
+from .checkpoint import build_demo, build_processor, build_tiny, count_parameters, save_checkpoint
 from .presets import PRESETS, make_config, tiny_config, visionllm_v2_config
 from .tokenizer import add_special_tokens, train_tiny_tokenizer
 
@@ -9,6 +9,7 @@ __all__ = [
     "PRESETS",
     "add_special_tokens",
     "assemble_from_pretrained",
+    "build_demo",
     "build_processor",
     "build_tiny",
     "count_parameters",

@@ -80,6 +80,20 @@ def build_tiny(seed: int = 0, decoders: bool = True) -> tuple[VisionLLMForCondit
     return model, build_processor(config, tokenizer)
 
 
+def build_demo(seed: int = 0) -> tuple[VisionLLMForConditionalGeneration, VisionLLMProcessor]:
+    """The demo size (see `presets.demo_config`), randomly initialised, keypoints named as the synthetic shapes'."""
+    from ..synthetic import KEYPOINTS
+    from .presets import demo_config
+    from .tokenizer import add_special_tokens, train_tiny_tokenizer
+
+    tokenizer = train_tiny_tokenizer()
+    config = demo_config(add_special_tokens(tokenizer), vocab_size=len(tokenizer), keypoint_names=list(KEYPOINTS))
+    torch.manual_seed(seed)
+    model = VisionLLMForConditionalGeneration(config)
+    set_generation_tokens(model, tokenizer)
+    return model, build_processor(config, tokenizer)
+
+
 def set_generation_tokens(model: VisionLLMForConditionalGeneration, tokenizer: PreTrainedTokenizerBase):
     """Generation stops at the tokenizer's EOS and pads with its pad token."""
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -87,4 +101,4 @@ def set_generation_tokens(model: VisionLLMForConditionalGeneration, tokenizer: P
     model.generation_config.bos_token_id = tokenizer.bos_token_id
 
 
-__all__ = ["build_processor", "build_tiny", "count_parameters", "save_checkpoint", "set_generation_tokens"]
+__all__ = ["build_demo", "build_processor", "build_tiny", "count_parameters", "save_checkpoint", "set_generation_tokens"]

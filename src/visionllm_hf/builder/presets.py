@@ -56,14 +56,15 @@ def tiny_vision_config(**overrides) -> CLIPVisionConfig:
 
 def tiny_sam_config(image_size: int = 64, width: int = 32) -> SamConfig:
     """SAM with a 2-layer ViT (hidden 32) on 64 px images: 8x8 image embeddings, 32x32 masks."""
+    patch = image_size // 8
     return SamConfig(
         vision_config=SamVisionConfig(
             hidden_size=width, output_channels=width, num_hidden_layers=2, num_attention_heads=2,
-            image_size=image_size, patch_size=8, mlp_dim=2 * width, window_size=4, global_attn_indexes=[1],
+            image_size=image_size, patch_size=patch, mlp_dim=2 * width, window_size=4, global_attn_indexes=[1],
             num_pos_feats=width // 2,
         ),
         prompt_encoder_config=SamPromptEncoderConfig(
-            hidden_size=width, image_size=image_size, patch_size=8, mask_input_channels=4
+            hidden_size=width, image_size=image_size, patch_size=patch, mask_input_channels=4
         ),
         mask_decoder_config=SamMaskDecoderConfig(
             hidden_size=width, mlp_dim=2 * width, num_attention_heads=2, iou_head_hidden_dim=width
@@ -107,6 +108,25 @@ def tiny_config(token_ids: dict[str, int], vocab_size: int, decoders: bool = Tru
     )
 
 
+def demo_config(token_ids: dict[str, int], vocab_size: int, keypoint_names: list[str]) -> VisionLLMConfig:
+    """
+    The shipped demo model's size (about 4 M parameters, under 20 MB): CLIP (hidden 96, 3 layers, 128 px
+    tiles of 64 tokens, one tile per image), Llama (hidden 128, 3 layers), and all four decoders at width 64.
+    """
+    vision = tiny_vision_config(hidden_size=96, intermediate_size=192, num_hidden_layers=3, num_attention_heads=4,
+                                image_size=128, patch_size=16)
+    text = tiny_text_config(vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=3)
+    detector = tiny_detector_config(width=64)
+    detector.backbone_config.image_size = 128
+    detector.num_queries = 30
+    return make_config(
+        vision, text, vision_feature_layer=-1, max_tiles=1, use_global_view=False, region_conv_channels=[16, 32],
+        routing_decoders={"det": "object", "seg": "mask", "pose": "keypoint", "loc": "box"},
+        mask_decoder_config=tiny_sam_config(image_size=128, width=64), object_decoder_config=detector,
+        keypoint_names=list(keypoint_names), **token_ids,
+    )
+
+
 VICUNA_7B_VOCAB = 32000
 
 
@@ -142,4 +162,4 @@ def visionllm_v2_config(token_ids: dict[str, int] | None = None, vocab_size: int
 
 PRESETS = {"tiny": tiny_config, "visionllm-v2": visionllm_v2_config}
 
-__all__ = ["PRESETS", "make_config", "tiny_config", "tiny_detector_config", "tiny_sam_config", "tiny_text_config", "tiny_vision_config", "visionllm_v2_config"]
+__all__ = ["PRESETS", "demo_config", "make_config", "tiny_config", "tiny_detector_config", "tiny_sam_config", "tiny_text_config", "tiny_vision_config", "visionllm_v2_config"]

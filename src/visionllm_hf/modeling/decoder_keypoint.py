@@ -41,10 +41,14 @@ class KeypointDecoder(ObjectDecoder):
         predictions = super().forward(prompts, image_features, rows)
         states, pixels = predictions["query_states"], predictions["pixel_embeddings"]
         images, queries, width = states.shape
+        count = self.keypoint_names.num_embeddings
         targets = states[:, :, None] + self.keypoint_names.weight[None, None]  # images, queries, K, width
-        memory = pixels.flatten(2).transpose(1, 2).repeat_interleave(queries, dim=0)
-        decoded = self.keypoint_decoder(targets.flatten(0, 1), memory)
-        head = self.keypoint_head(decoded).view(images, queries, -1, 3)
+        memory = pixels.flatten(2).transpose(1, 2)  # images, h * w, width
+        # one sequence per image; a keypoint query attends only to the keypoints of its own object
+        instance = torch.arange(queries * count, device=states.device) // count
+        other_instance = instance[:, None] != instance[None, :]
+        decoded = self.keypoint_decoder(targets.flatten(1, 2), memory, tgt_mask=other_instance)
+        head = self.keypoint_head(decoded).view(images, queries, count, 3)
         predictions["keypoints"] = torch.cat([head[..., :2].sigmoid(), head[..., 2:]], dim=-1)
         return predictions
 

@@ -46,7 +46,7 @@ def write_dataset(root: str | Path, num_images: int, seed: int = 0, size: int = 
         "referring": root / "referring.jsonl",
     }
     paths["instances"].write_text(json.dumps({"images": images, "annotations": annotations, "categories": CATEGORIES}))
-    paths["captions"].write_text(json.dumps({"images": images, "annotations": captions, "categories": []}))
+    paths["captions"].write_text(json.dumps({"images": images, "annotations": captions}))  # COCO captions: no categories
     paths["conversations"].write_text(json.dumps(conversations))
     paths["referring"].write_text("\n".join(json.dumps(record) for record in referring) + "\n")
     return paths

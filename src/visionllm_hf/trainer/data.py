@@ -201,7 +201,8 @@ class ReferringSource:
     "category": "..."}` (box in pixels of the image; mask as a COCO polygon list or RLE).
 
     Tasks: `rec` (answer `<expression> <LOC>`, box target), `res` (answer `<expression> [SEG]`, mask target),
-    `region_caption` (the region as `<region>`, the expression as answer), `region_classification` (the region
+    `region_caption` (the region as `<region>`, its `region_caption` or else the expression as answer),
+    `region_classification` (the region
     as `<region>`, its category as answer; `category_set` names the closed set in the instruction).
     """
 
@@ -244,7 +245,8 @@ class ReferringSource:
             region = {"mask": mask.numpy().astype(bool)}
         if self.task == "region_caption":
             question = region_caption_prompt(1, detailed=False, rng=rng)
-            return conversation_sample(question, expression, [path], self.task, regions=[[region]])
+            answer = record.get("region_caption", expression)
+            return conversation_sample(question, answer, [path], self.task, regions=[[region]])
         question = region_classification_prompt(self.category_set, rng=rng)
         return conversation_sample(question, record["category"], [path], self.task, regions=[[region]])
 
