@@ -1,13 +1,16 @@
 import json
 
-from visionllm_hf.demo import run_demo
+from PIL import Image
+
+from visionllm_hf.demo import run_demo, tasks_for
 
 
-def test_demo_reloads_its_checkpoint_and_answers_every_image(tmp_path, capsys):
-    results = run_demo(tmp_path)
+def test_demo_runs_every_task_and_writes_pictures_and_json(tiny_checkpoint, tmp_path, capsys):
+    results = run_demo(tmp_path, model_path=tiny_checkpoint, max_new_tokens=6, num_scenes=1, photos=False)
     assert json.loads((tmp_path / "results.json").read_text()) == results
-    # 32 px tiles, max 4: a 96 px square is big enough for 2x2, the 4:1 and 1:4 scenes get 4x1 and 1x4
-    assert {row["image"]: row["grid"] for row in results} == {"square": [2, 2], "wide": [4, 1], "tall": [1, 4]}
-    assert all(row["tiles"] == 5 and isinstance(row["answer"], str) and row["answer"] for row in results)
+    assert {row["task"] for row in results} == {task["task"] for task in tasks_for({"expression": "the x", "kind": "circle", "box": [0, 0, 1, 1], "point": [0, 0]})}
+    for row in results:
+        picture = Image.open(tmp_path / row["picture"])
+        assert picture.size == (128, 128)
     printed = capsys.readouterr().out
-    assert all(name in printed for name in ("square", "wide", "tall"))
+    assert "interactive segmentation" in printed and "results.json" in printed

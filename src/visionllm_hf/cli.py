@@ -57,7 +57,7 @@ def _print_counts(title: str, counts: dict[str, int]):
 def demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(Path(args.out))
+    run_demo(Path(args.out), model_path=args.model)
     return 0
 
 
@@ -100,8 +100,9 @@ def make_parser() -> argparse.ArgumentParser:
     build_parser.add_argument("--seed", type=int, default=0)
     build_parser.set_defaults(handler=build)
 
-    demo_parser = commands.add_parser("demo", help="build, save, reload and query a model end to end")
-    demo_parser.add_argument("--out", default="outputs/demo", help="folder for the checkpoint and results")
+    demo_parser = commands.add_parser("demo", help="the shipped demo model on every task, pictures and JSON")
+    demo_parser.add_argument("--out", default="outputs/demo", help="folder for the pictures and results.json")
+    demo_parser.add_argument("--model", help="checkpoint to run (default: the demo model shipped in the package)")
     demo_parser.set_defaults(handler=demo)
 
     synth_parser = commands.add_parser("synth", help="write synthetic scenes as COCO / conversation / referring files")

@@ -1,59 +1,119 @@
-"""`visionllm-hf demo`: build a checkpoint, reload it the way a hub user would, and ask it about images.
+"""`visionllm-hf demo`: the shipped demo model, loaded as a hub user would, on every task.
 
-Until the trained demo model ships, the checkpoint is the random `tiny` preset: the answers are noise, but every
-step a user takes (save, `trust_remote_code` load, chat template, batched generation, decoding) is real.
+The model (`demo_model/` in the package, trained on synthetic shapes with `visionllm-hf train`) is loaded with
+`AutoModel` / `AutoProcessor` and `trust_remote_code=True`, then asked to answer questions, caption, describe
+and classify regions, ground expressions, detect and segment shapes, find their keypoints and segment from a
+clicked point, on held-out synthetic scenes and on real photos shipped inside scikit-image. Every answer is
+drawn onto its image (PNG) and collected in `results.json`; a summary table is printed.
 """
 
 import json
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
 from transformers import AutoModel, AutoProcessor
 
-from .builder import build_tiny, count_parameters, save_checkpoint
+from .processing.templates import region_caption_prompt, region_classification_prompt
+from .synthetic import KINDS, make_scene
+from .visualization import draw_objects
+
+DEMO_MODEL = Path(__file__).parent / "demo_model"
+HELD_OUT_SEED = 12345  # the demo model never saw this stream
 
 
-def demo_images() -> dict[str, Image.Image]:
-    """Three drawn scenes of different aspect ratios (square, wide, tall)."""
-    scenes = {}
-    for name, size in {"square": (96, 96), "wide": (192, 48), "tall": (48, 192)}.items():
-        image = Image.new("RGB", size, "white")
-        draw = ImageDraw.Draw(image)
-        width, height = size
-        draw.ellipse([width * 0.1, height * 0.1, width * 0.45, height * 0.45], fill="red")
-        draw.rectangle([width * 0.55, height * 0.55, width * 0.9, height * 0.9], fill="blue")
-        scenes[name] = image
-    return scenes
+def demo_inputs(num_scenes: int = 3, photos: bool = True) -> list[dict]:
+    """Held-out synthetic scenes (with a known shape to point at) and scikit-image's real photos."""
+    items = []
+    for index in range(num_scenes):
+        scene = make_scene(HELD_OUT_SEED, index)
+        shape = max(scene.shapes, key=lambda s: s.mask.sum())
+        items.append({"name": f"scene{index}", "image": scene.image, "box": shape.box(),
+                      "point": [shape.centre[0], shape.centre[1]], "expression": scene.describe(shape),
+                      "kind": shape.kind})
+    try:
+        from skimage import data
+    except ImportError:  # scikit-image is the `demo` extra; synthetic scenes still run
+        photos = False
+    if not photos:
+        return items
+    for name in ("astronaut", "coffee", "chelsea"):
+        image = Image.fromarray(getattr(data, name)()).convert("RGB")
+        width, height = image.size
+        box = [width * 0.3, height * 0.3, width * 0.7, height * 0.7]
+        items.append({"name": name, "image": image, "box": box, "point": [width / 2, height / 2],
+                      "expression": "the object in the middle", "kind": KINDS[0]})
+    return items
 
 
-def run_demo(out: Path, question: str = "What shapes are in the image?") -> list[dict]:
-    checkpoint = out / "checkpoint"
-    model, processor = build_tiny()
-    save_checkpoint(model, processor, checkpoint)
-    model = AutoModel.from_pretrained(checkpoint, trust_remote_code=True)
-    processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=True)
+def tasks_for(item: dict) -> list[dict]:
+    """The questions asked about one image: (task, question, regions)."""
+    categories = ", ".join(KINDS)
+    region = [{"box": item["box"]}]
+    return [
+        {"task": "vqa", "question": "How many shapes are there? Answer with a number."},
+        {"task": "captioning", "question": "Describe the image briefly."},
+        {"task": "region captioning", "question": region_caption_prompt(1), "regions": region},
+        {"task": "region classification", "question": region_classification_prompt(), "regions": region},
+        {"task": "grounding", "question": f"Where is the {item['expression'].removeprefix('the ')} in the image?"},
+        {"task": "detection", "question": f"Please perform object detection on this image to identify {categories}."},
+        {"task": "instance segmentation", "question": f"Please segment all instances of {categories} in this image."},
+        {"task": "pose", "question": f"Please estimate the pose of every {item['kind']} in the image."},
+        {"task": "interactive segmentation", "question": "Please segment the object indicated by <region>.",
+         "regions": [{"point": item["point"]}]},
+    ]
 
-    images = demo_images()
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    inputs = processor(images=list(images.values()), text=[prompt] * len(images), return_tensors="pt")
-    generated = model.generate(**inputs, max_new_tokens=12, do_sample=False, return_dict_in_generate=False)
-    answers = processor.post_process_image_text_to_text(generated[:, inputs["input_ids"].shape[1] :])
 
-    results = []
-    for (name, image), grid, answer in zip(images.items(), inputs["image_grids"].tolist(), answers):
-        tiles = processor.image_processor.num_tiles(grid)
-        results.append({"image": name, "size": list(image.size), "grid": grid, "tiles": tiles, "answer": answer})
+def run_demo(
+    out: Path,
+    model_path: str | Path | None = None,
+    max_new_tokens: int = 40,
+    num_scenes: int = 3,
+    photos: bool = True,
+) -> list[dict]:
+    model_path = Path(model_path or DEMO_MODEL)
+    if not (model_path / "config.json").exists():
+        raise FileNotFoundError(f"no checkpoint at {model_path}; pass --model or build one with `visionllm-hf build`")
+    model = AutoModel.from_pretrained(model_path, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=True)
     out.mkdir(parents=True, exist_ok=True)
+    items = demo_inputs(num_scenes, photos)
+    results = []
+    for item in tqdm(items, desc="demo"):
+        for task in tasks_for(item):
+            question = task["question"]
+            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+            prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+            regions = [[task["regions"]]] if "regions" in task else None
+            inputs = processor(images=[[item["image"]]], text=[prompt], regions=regions)
+            generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+            size = (item["image"].height, item["image"].width)
+            answer = processor.post_process_generation(generated, target_sizes=[size])[0]
+            picture = draw_objects(item["image"], answer["objects"])
+            file_name = f"{item['name']}_{task['task'].replace(' ', '_')}.png"
+            picture.save(out / file_name)
+            results.append({
+                "image": item["name"], "task": task["task"], "question": question, "answer": answer["text"],
+                "objects": [_serialisable(o) for o in answer["objects"]], "picture": file_name,
+            })
     (out / "results.json").write_text(json.dumps(results, indent=2))
-
-    print(f"checkpoint: {checkpoint} ({count_parameters(model)['total']:,d} parameters, random weights)")
-    print(f"{'image':<8}{'size':<10}{'grid':<8}{'tiles':<7}answer")
-    for row in results:
-        size, grid = "x".join(map(str, row["size"])), "x".join(map(str, row["grid"]))
-        print(f"{row['image']:<8}{size:<10}{grid:<8}{row['tiles']:<7}{row['answer']!r}")
-    print(f"results written to {out / 'results.json'}")
+    _print_summary(results, model_path, out)
     return results
 
 
-__all__ = ["demo_images", "run_demo"]
+def _serialisable(obj: dict) -> dict:
+    mask = obj.get("mask")
+    return {**obj, "mask": None if mask is None else {"pixels": int(np.asarray(mask).sum())}}
+
+
+def _print_summary(results: list[dict], model_path: Path, out: Path):
+    print(f"model: {model_path}")
+    print(f"{'image':<10}{'task':<26}{'objects':>8}  answer")
+    for row in results:
+        answer = row["answer"] if len(row["answer"]) <= 60 else row["answer"][:57] + "..."
+        print(f"{row['image']:<10}{row['task']:<26}{len(row['objects']):>8}  {answer}")
+    print(f"{len(results)} answers; pictures and results.json in {out}")
+
+
+__all__ = ["DEMO_MODEL", "demo_inputs", "run_demo", "tasks_for"]

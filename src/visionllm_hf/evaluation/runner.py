@@ -122,6 +122,7 @@ class Evaluator:
                 "mask AP": mask_ap["AP"], "mask AP50": mask_ap["AP50"]}
 
     def pose(self) -> dict[str, float]:
+        """Keypoint AP; OKS sigmas are COCO's for 17 keypoints and `keypoint_sigma` for other sets."""
         requests = []
         for image_id in self.image_ids:
             annotations = self.coco.loadAnns(self.coco.getAnnIds(imgIds=image_id))
@@ -137,6 +138,10 @@ class Evaluator:
                     results.append({"image_id": request["image_id"], "category_id": request["category_id"],
                                     "keypoints": flat, "score": obj["score"]})
         count = len(self.coco.loadCats(self.coco.getCatIds())[0].get("keypoints", [])) or 17
+        if count != len(self.model.config.keypoint_names):
+            raise ValueError(
+                f"the model predicts {len(self.model.config.keypoint_names)} keypoints but the data has {count}"
+            )
         sigmas = None if count == 17 else [self.keypoint_sigma] * count
         scores = coco_average_precision(self.coco, results, "keypoints", keypoint_sigmas=sigmas)
         return {"keypoint AP": scores["AP"], "keypoint AP50": scores["AP50"]}
