@@ -10,7 +10,13 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     package_data={
-        "visionllm_hf": ["builder/corpus.txt", "model_cards/template.md", "trainer/deepspeed/*.json"]
+        "visionllm_hf": [
+            "builder/corpus.txt",
+            "model_cards/template.md",
+            "trainer/deepspeed/*.json",
+            "evaluation/evaluate_metrics/*.py",
+            "demo_model/*",
+        ]
     },
     python_requires=">=3.10",
     install_requires=[
@@ -25,7 +31,9 @@ setup(
         "pillow",
         "accelerate>=1.0",  # Trainer
         "peft>=0.17",  # LoRA
-        "pycocotools",  # COCO masks
+        "pycocotools",  # COCO masks and AP
+        "pycocoevalcap",  # BLEU-4 and CIDEr
+        "tqdm",
     ],
     extras_require={
         # The exact builds this project is tested with; served from local disk on the project machines.
@@ -33,7 +41,9 @@ setup(
         "timm": ["timm>=1.0"],
         "deepspeed": ["deepspeed"],
         "datasets": ["datasets"],
-        "test": ["pytest>=8", "timm>=1.0", "datasets", "deepspeed"],
+        "demo": ["scikit-image"],  # real photos for the demo
+        "evaluate": ["evaluate", "datasets"],
+        "test": ["pytest>=8", "timm>=1.0", "datasets", "deepspeed", "evaluate", "scikit-image"],
     },
     entry_points={"console_scripts": ["visionllm-hf=visionllm_hf.cli:main"]},
 )

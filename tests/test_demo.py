@@ -14,3 +14,28 @@ def test_demo_runs_every_task_and_writes_pictures_and_json(tiny_checkpoint, tmp_
         assert picture.size == (128, 128)
     printed = capsys.readouterr().out
     assert "interactive segmentation" in printed and "results.json" in printed
+
+
+def test_shipped_demo_model_reproduces_the_metrics_in_its_card(tmp_path):
+    from transformers import AutoModel, AutoProcessor
+
+    from visionllm_hf.demo import DEMO_MODEL
+    from visionllm_hf.evaluation import Evaluator
+    from visionllm_hf.synthetic import write_dataset
+
+    recorded = json.loads((DEMO_MODEL / "eval_results_first20.json").read_text())
+    card = (DEMO_MODEL / "README.md").read_text()
+    for name, value in recorded.items():
+        assert f"| {name} (first 20) | {value} |" in card
+    heldout = write_dataset(tmp_path / "heldout", num_images=20, seed=1)  # the first 20 held-out scenes
+    model = AutoModel.from_pretrained(DEMO_MODEL, trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(DEMO_MODEL, trust_remote_code=True)
+    metrics = Evaluator(model, processor, str(heldout["root"]), progress=False).run()
+    for name, value in recorded.items():
+        assert abs(metrics[name] - value) <= 0.02, (name, metrics[name], value)
+
+
+def test_shipped_demo_model_is_small_enough_to_ship():
+    from visionllm_hf.demo import DEMO_MODEL
+
+    assert (DEMO_MODEL / "model.safetensors").stat().st_size <= 20 * 1024 * 1024

@@ -52,7 +52,7 @@ def test_written_dataset_loads_in_pycocotools_and_is_reproducible(tmp_path):
     assert coco.annToMask(annotation).sum() == annotation["area"]
     assert len(annotation["keypoints"]) == 3 * len(KEYPOINTS)
     assert coco.loadCats(annotation["category_id"])[0]["keypoints"] == list(KEYPOINTS)
-    for name in ("instances", "captions", "conversations", "referring"):
+    for name in ("instances", "captions", "conversations", "referring", "generation"):
         assert paths[name].read_text() == again[name].read_text()
     assert (paths["images"] / "00000.png").read_bytes() == (again["images"] / "00000.png").read_bytes()
     counting = [c for c in json.loads(paths["conversations"].read_text()) if c["task"] == "counting"]

@@ -71,6 +71,7 @@ def run_demo(
     max_new_tokens: int = 40,
     num_scenes: int = 3,
     photos: bool = True,
+    keep: int = 3,
 ) -> list[dict]:
     model_path = Path(model_path or DEMO_MODEL)
     if not (model_path / "config.json").exists():
@@ -90,6 +91,7 @@ def run_demo(
             generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
             size = (item["image"].height, item["image"].width)
             answer = processor.post_process_generation(generated, target_sizes=[size])[0]
+            answer["objects"] = _best_per_label(answer["objects"], keep)
             picture = draw_objects(item["image"], answer["objects"])
             file_name = f"{item['name']}_{task['task'].replace(' ', '_')}.png"
             picture.save(out / file_name)
@@ -100,6 +102,15 @@ def run_demo(
     (out / "results.json").write_text(json.dumps(results, indent=2))
     _print_summary(results, model_path, out)
     return results
+
+
+def _best_per_label(objects: list[dict], keep: int) -> list[dict]:
+    """The `keep` highest-scoring objects of each (label, routing token): what a person would look at."""
+    kept = []
+    for key in dict.fromkeys((o["label"], o["routing"]) for o in objects):
+        mine = [o for o in objects if (o["label"], o["routing"]) == key]
+        kept += sorted(mine, key=lambda o: -o["score"])[:keep]
+    return kept
 
 
 def _serialisable(obj: dict) -> dict:

@@ -20,11 +20,12 @@ CATEGORY_IDS = {category["name"]: category["id"] for category in CATEGORIES}
 def write_dataset(root: str | Path, num_images: int, seed: int = 0, size: int = 128) -> dict[str, Path]:
     """
     Scenes `0 .. num_images-1` of stream `seed` under `root`: `images/`, `instances.json`, `captions.json`,
-    `conversations.json`, `referring.jsonl`. Returns the paths. Same seed, same files.
+    `conversations.json`, `referring.jsonl` and `generation.jsonl` (prompt -> image pairs for text-to-image).
+    Returns the paths. Same seed, same files.
     """
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
-    images, annotations, captions, conversations, referring = [], [], [], [], []
+    images, annotations, captions, conversations, referring, generation = [], [], [], [], [], []
     for index in range(num_images):
         scene = make_scene(seed, index, size=size)
         name = f"{index:05d}.png"
@@ -37,6 +38,8 @@ def write_dataset(root: str | Path, num_images: int, seed: int = 0, size: int = 
         rng = random.Random(f"questions-{seed}-{index}")
         conversations += _conversations(scene, name, rng)
         referring += _referring(scene, name)
+        generation.append({"prompt": scene.caption().removeprefix("There are ").removeprefix("There is "),
+                           "image": name})
     paths = {
         "root": root,
         "images": root / "images",
@@ -44,11 +47,13 @@ def write_dataset(root: str | Path, num_images: int, seed: int = 0, size: int = 
         "captions": root / "captions.json",
         "conversations": root / "conversations.json",
         "referring": root / "referring.jsonl",
+        "generation": root / "generation.jsonl",
     }
     paths["instances"].write_text(json.dumps({"images": images, "annotations": annotations, "categories": CATEGORIES}))
     paths["captions"].write_text(json.dumps({"images": images, "annotations": captions}))  # COCO captions: no categories
     paths["conversations"].write_text(json.dumps(conversations))
     paths["referring"].write_text("\n".join(json.dumps(record) for record in referring) + "\n")
+    paths["generation"].write_text("\n".join(json.dumps(record) for record in generation) + "\n")
     return paths
 
 

@@ -1,0 +1,133 @@
+"""Build the task decoders a config routes to, run them on super-link occurrences, and sum their losses.
+
+Decoders are keyed by routing name (`"det"`, `"seg"`, ...), so each routing token owns its decoder and its
+queries. Every decoder has the same small interface: `input_width`, `needs_image`, `encode_images(pixels)`
+(if it reads the image), `forward(prompts, image_features, rows)`, `compute_loss(predictions, targets)` and
+`results(predictions)`.
+
+Decoders read `decoder_pixel_values`: per sample, its first image resized to `config.decoder_image_size`
+squared and normalised with ImageNet statistics (the processor makes it). Predictions are in coordinates
+normalised to that image, which are the original image's normalised coordinates.
+
+This file ships with every checkpoint (``trust_remote_code``): it imports only torch and its siblings.
+"""
+
+import torch
+from torch import nn
+
+from .decoder_box import BoxDecoder
+from .decoder_keypoint import KeypointDecoder
+from .decoder_mask import PromptableMaskDecoder
+from .decoder_object import ObjectDecoder
+from .super_link import RoutingOccurrence, SuperLink
+
+
+def build_decoder(decoder_type: str, config) -> nn.Module:
+    if decoder_type == "box":
+        return BoxDecoder()
+    if decoder_type == "mask":
+        return PromptableMaskDecoder(sam_config=config.mask_decoder_config)
+    if decoder_type == "object":
+        return ObjectDecoder(detector_config=config.object_decoder_config)
+    if decoder_type == "keypoint":
+        return KeypointDecoder(detector_config=config.object_decoder_config, num_keypoints=len(config.keypoint_names))
+    raise ValueError(f"unknown decoder type '{decoder_type}'")
+
+
+def decoder_input_width(decoder_type: str, config) -> int:
+    """Width of the projected super-link states a decoder type reads."""
+    if decoder_type == "mask":
+        return config.mask_decoder_config.mask_decoder_config.hidden_size
+    if decoder_type in ("object", "keypoint"):
+        return config.object_decoder_config.d_model
+    return 256  # u-LLaVA's box decoder
+
+
+def build_decoders(config) -> nn.ModuleDict | None:
+    """One decoder per routed name, or None for a model without decoders."""
+    if not config.routing_decoders:
+        return None
+    return nn.ModuleDict({name: build_decoder(kind, config) for name, kind in config.routing_decoders.items()})
+
+
+def build_super_link(config) -> SuperLink | None:
+    """Queries and projections for every routed name, or None for a model without decoders."""
+    if not config.routing_decoders:
+        return None
+    if config.query_token_id is None:
+        raise ValueError("routing decoders need query_token_id (the <query> token)")
+    routing_token_ids = {}
+    for name in config.routing_decoders:
+        token_id = getattr(config, f"{name}_token_id")
+        if token_id is None:
+            raise ValueError(f"routing '{name}' has a decoder but {name}_token_id is not set")
+        routing_token_ids[name] = token_id
+    return SuperLink(
+        hidden_size=config.text_config.hidden_size,
+        routing_token_ids=routing_token_ids,
+        num_queries=config.super_link_queries,
+        output_widths={name: decoder_input_width(kind, config) for name, kind in config.routing_decoders.items()},
+        query_token_id=config.query_token_id,
+    )
+
+
+def run_decoders(
+    super_link: SuperLink,
+    decoders: nn.ModuleDict,
+    occurrences: list[RoutingOccurrence],
+    decoder_pixel_values: torch.Tensor | None,
+) -> dict[str, tuple[list[int], dict]]:
+    """
+    Run each decoder once on all its occurrences.
+
+    Returns:
+        routing name -> (indices into `occurrences`, the decoder's batched predictions in that order).
+    """
+    outputs = {}
+    for name, decoder in decoders.items():
+        indices = [index for index, occurrence in enumerate(occurrences) if occurrence.name == name]
+        if not indices:
+            continue
+        prompts = torch.stack([super_link.project(occurrences[index]) for index in indices])
+        rows = torch.tensor([occurrences[index].row for index in indices], device=prompts.device)
+        image_features = None
+        if decoder.needs_image:
+            if decoder_pixel_values is None:
+                raise ValueError(f"the '{name}' decoder reads the image: pass the processor's decoder_pixel_values")
+            needed, rows = rows.unique(return_inverse=True)
+            image_features = decoder.encode_images(decoder_pixel_values[needed.to(decoder_pixel_values.device)])
+        outputs[name] = (indices, decoder(prompts, image_features, rows))
+    return outputs
+
+
+def decoder_losses(
+    decoders: nn.ModuleDict,
+    outputs: dict[str, tuple[list[int], dict]],
+    targets: list[dict],
+) -> dict[str, torch.Tensor]:
+    """Every loss component of every decoder that ran; `targets` holds one dict per occurrence, in order."""
+    losses = {}
+    for name, (indices, predictions) in outputs.items():
+        for component, value in decoders[name].compute_loss(predictions, [targets[i] for i in indices]).items():
+            losses[component] = losses[component] + value if component in losses else value
+    return losses
+
+
+def decoder_results(decoders: nn.ModuleDict, outputs: dict, count: int) -> list[dict]:
+    """Per occurrence (in order) the decoder's result dict."""
+    results = [None] * count
+    for name, (indices, predictions) in outputs.items():
+        for index, result in zip(indices, decoders[name].results(predictions)):
+            results[index] = result
+    return results
+
+
+__all__ = [
+    "build_decoder",
+    "build_decoders",
+    "build_super_link",
+    "decoder_input_width",
+    "decoder_losses",
+    "decoder_results",
+    "run_decoders",
+]

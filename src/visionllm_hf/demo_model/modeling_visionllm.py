@@ -1,0 +1,513 @@
+"""VisionLLM: a vision tower, a projector and a causal LM, with image features written into `<image>` slots.
+
+This file ships with every checkpoint (``trust_remote_code``): it imports only torch, transformers and its
+sibling ``configuration_visionllm``.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import ModelOutput
+
+from .configuration_visionllm import VisionLLMConfig
+from .decoders import build_decoders, build_super_link, decoder_losses, run_decoders
+from .region_encoders import RegionGPTRegionEncoder, VisionLLMV2RegionEncoder
+from .super_link import RoutingOccurrence
+from .super_link_generation import VisionLLMGenerateOutput, generate_with_super_link
+
+
+@dataclass
+class VisionLLMModelOutputWithPast(ModelOutput):
+    """
+    Output of [`VisionLLMModel`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
+            Hidden states of the LLM's last layer.
+        past_key_values (`Cache`, *optional*):
+            The KV cache, returned when `use_cache=True`.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Hidden states of every LLM layer, returned when `output_hidden_states=True`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Attention weights, returned when `output_attentions=True`.
+        image_hidden_states (`torch.FloatTensor` of shape `(num_tiles, image_seq_length, hidden_size)`, *optional*):
+            Projected image features that were written into the `<image>` positions.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_hidden_states: torch.FloatTensor | None = None
+
+
+@dataclass
+class VisionLLMCausalLMOutputWithPast(ModelOutput):
+    """
+    Output of [`VisionLLMForConditionalGeneration`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Next-token cross-entropy over the positions whose `labels` are not -100.
+        logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
+            LM head scores.
+        past_key_values (`Cache`, *optional*):
+            The KV cache, returned when `use_cache=True`.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Hidden states of every LLM layer, returned when `output_hidden_states=True`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Attention weights, returned when `output_attentions=True`.
+        image_hidden_states (`torch.FloatTensor`, *optional*):
+            Projected image features that were written into the `<image>` positions.
+        lm_loss (`torch.FloatTensor`, *optional*):
+            The language-modelling part of `loss`.
+        decoder_losses (`dict[str, torch.FloatTensor]`, *optional*):
+            Every decoder loss component before weighting (`box_l1`, `mask_dice`, ...), for logging.
+        super_link_occurrences (`list[RoutingOccurrence]`, *optional*):
+            Every routing token of the input with the last-layer states of its super-link queries.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_hidden_states: torch.FloatTensor | None = None
+    lm_loss: torch.FloatTensor | None = None
+    decoder_losses: dict[str, torch.FloatTensor] | None = None
+    super_link_occurrences: list[RoutingOccurrence] | None = None
+
+
+PREFILL_ONLY_INPUTS = ("region_masks", "region_image_index")
+
+
+def build_region_encoder(config: VisionLLMConfig) -> nn.Module | None:
+    """The region encoder `config.region_encoder_type` names, or None."""
+    if config.region_encoder_type is None:
+        return None
+    if config.region_encoder_type == "regiongpt":
+        return RegionGPTRegionEncoder(vision_feature_dim=config.vision_feature_dim)
+    return VisionLLMV2RegionEncoder(
+        vision_feature_dim=config.vision_feature_dim,
+        text_hidden_size=config.text_config.hidden_size,
+        conv_channels=config.region_conv_channels,
+        sampling_factor=config.region_sampling_factor,
+        act=config.projector_hidden_act,
+    )
+
+
+def _is_prefill(past_key_values: Cache | None) -> bool:
+    return past_key_values is None or past_key_values.get_seq_length() == 0
+
+
+class VisionLLMMultiModalProjector(nn.Module):
+    """Two-layer MLP from the vision feature width to the LLM width (LLaVA-1.5's `mlp2x_gelu`)."""
+
+    def __init__(self, config: VisionLLMConfig):
+        super().__init__()
+        text_width = config.text_config.hidden_size
+        self.linear_1 = nn.Linear(config.vision_feature_dim, text_width, bias=config.multimodal_projector_bias)
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.linear_2 = nn.Linear(text_width, text_width, bias=config.multimodal_projector_bias)
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(image_features)))
+
+
+class VisionLLMPreTrainedModel(PreTrainedModel):
+    config: VisionLLMConfig
+    config_class = VisionLLMConfig
+    base_model_prefix = "model"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = False
+
+
+class VisionLLMModel(VisionLLMPreTrainedModel):
+    """The vision tower, the projector, the region encoder and the LLM backbone, without the LM head."""
+
+    def __init__(self, config: VisionLLMConfig):
+        super().__init__(config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.multi_modal_projector = VisionLLMMultiModalProjector(config)
+        self.region_encoder = build_region_encoder(config)
+        self.super_link = build_super_link(config)
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.language_model.set_input_embeddings(value)
+
+    def get_vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """
+        The selected vision layer's features before projection: `(num_tiles, image_seq_length, vision_feature_dim)`.
+        """
+        tower_dtype = next(self.vision_tower.parameters()).dtype
+        outputs = self.vision_tower(pixel_values.to(tower_dtype), output_hidden_states=True, return_dict=True)
+        features = outputs.hidden_states[self.config.vision_feature_layer]
+        if features.dim() == 4:  # a (batch, channels, height, width) map, as timm towers return
+            return features.flatten(2).transpose(1, 2)
+        if self.config.vision_feature_select_strategy == "default":
+            return features[:, 1:]
+        return features
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """
+        Encode tiles into LLM-width features.
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(num_tiles, 3, tile_size, tile_size)`):
+                Every tile of every image in the batch, in placeholder order (as the processor returns them).
+
+        Returns:
+            `torch.FloatTensor` of shape `(num_tiles, image_seq_length, text_hidden_size)`.
+        """
+        return self._encode_images(pixel_values)[0]
+
+    def _encode_images(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Projected image tokens, and the per-tile feature maps the region encoder reads (None without one)."""
+        features = self.get_vision_features(pixel_values)
+        if self.region_encoder is None:
+            return self._project(features), None
+        grid = self.config.feature_grid_size
+        maps = features.transpose(1, 2).unflatten(2, (grid, grid))
+        if self.config.region_encoder_type == "regiongpt":
+            maps = self.region_encoder.refine_maps(maps)
+            features = self.region_encoder.image_tokens(maps, grid)
+        return self._project(features), maps
+
+    def _project(self, features: torch.Tensor) -> torch.Tensor:
+        return self.multi_modal_projector(features.to(self.multi_modal_projector.linear_1.weight.dtype))
+
+    def get_region_features(
+        self,
+        feature_maps: torch.Tensor,
+        pixel_values: torch.Tensor,
+        image_grids: torch.LongTensor,
+        region_masks: torch.Tensor,
+        region_image_index: torch.LongTensor,
+    ) -> torch.Tensor:
+        """
+        One LLM-width embedding per region: `(num_regions, text_hidden_size)`.
+
+        Args:
+            feature_maps (`torch.Tensor`): per-tile maps from `_encode_images`.
+            pixel_values (`torch.Tensor`): the tiles, to find each image's global view.
+            image_grids (`torch.LongTensor` of shape `(num_images, 2)`): tiles per image.
+            region_masks (`torch.Tensor` of shape `(num_regions, tile_size, tile_size)`): the visual prompts,
+                over each image's global view.
+            region_image_index (`torch.LongTensor` of shape `(num_regions,)`): each region's image.
+        """
+        global_view = self._global_view_index(image_grids)[region_image_index.to(image_grids.device)]
+        global_view = global_view.to(feature_maps.device)
+        masks = region_masks.to(feature_maps.device, feature_maps.dtype)
+        if self.config.region_encoder_type == "regiongpt":
+            return self._project(self.region_encoder(feature_maps[global_view], masks))
+        global_pixels = pixel_values.to(feature_maps.device)[global_view]
+        return self.region_encoder(feature_maps[global_view], global_pixels, masks)
+
+    def _global_view_index(self, image_grids: torch.LongTensor) -> torch.LongTensor:
+        """Index in `pixel_values` of each image's global view (its last tile)."""
+        local_tiles = image_grids.prod(dim=-1)
+        if not self.config.use_global_view and (local_tiles > 1).any():
+            raise ValueError("regions need each image's global view: set use_global_view=True or max_tiles=1")
+        return (local_tiles + int(self.config.use_global_view)).cumsum(0) - 1
+
+    def _check_placeholders(self, input_ids: torch.LongTensor, token_id: int, features: torch.Tensor, what: str):
+        """Positions of `token_id`, checked against the number of feature vectors that fill them."""
+        mask = input_ids == token_id
+        num_tokens, num_features = int(mask.sum()), features.shape[0] * features.shape[1]
+        if num_tokens != num_features:
+            raise ValueError(
+                f"{what} features and tokens do not match: {num_tokens} {what} tokens in input_ids but "
+                f"{num_features} features ({'x'.join(map(str, features.shape[:-1]))}). Build inputs with the "
+                "VisionLLM processor, which expands each <image> and checks <region> counts."
+            )
+        return mask
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_grids: torch.LongTensor | None = None,
+        region_masks: torch.Tensor | None = None,
+        region_image_index: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> VisionLLMModelOutputWithPast:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+                Token ids with each `<image>` already expanded to its tiles' tokens by the processor.
+            pixel_values (`torch.FloatTensor` of shape `(num_tiles, 3, tile_size, tile_size)`, *optional*):
+                Every tile of every image, in placeholder order.
+            image_grids (`torch.LongTensor` of shape `(num_images, 2)`, *optional*):
+                `[columns, rows]` of each image's local tiles; checks that `pixel_values` holds exactly the
+                announced tiles, and locates each image's global view for regions.
+            region_masks (`torch.Tensor` of shape `(num_regions, tile_size, tile_size)`, *optional*):
+                Visual prompts as binary masks over their image's global view, in `<region>` order.
+            region_image_index (`torch.LongTensor` of shape `(num_regions,)`, *optional*):
+                Index of each region's image among the batch's images.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        if (region_masks is None) != (region_image_index is None):
+            raise ValueError("region_masks and region_image_index go together")
+
+        image_features = None
+        if pixel_values is not None:
+            if input_ids is None:
+                raise ValueError("pixel_values need input_ids to locate the <image> tokens")
+            self._check_tile_count(pixel_values, image_grids)
+            image_features, feature_maps = self._encode_images(pixel_values)
+            inputs_embeds = self._scatter(inputs_embeds, input_ids, self.config.image_token_id, image_features, "<image>")
+            if region_masks is not None:
+                if self.region_encoder is None or image_grids is None:
+                    raise ValueError("regions need a model with a region encoder and the processor's image_grids")
+                region_features = self.get_region_features(
+                    feature_maps, pixel_values, image_grids, region_masks, region_image_index
+                )
+                inputs_embeds = self._scatter(
+                    inputs_embeds, input_ids, self.config.region_token_id, region_features[:, None], "<region>"
+                )
+        elif input_ids is not None and _is_prefill(past_key_values):
+            if (input_ids == self.config.image_token_id).any():
+                raise ValueError("input_ids contain <image> tokens but no pixel_values were given")
+        if region_masks is None and input_ids is not None and _is_prefill(past_key_values):
+            if self.config.region_token_id is not None and (input_ids == self.config.region_token_id).any():
+                raise ValueError("input_ids contain <region> tokens but no regions were given")
+
+        if self.super_link is not None and input_ids is not None:
+            inputs_embeds = self.super_link.embed_queries(input_ids, inputs_embeds)
+
+        kwargs.pop("return_dict", None)  # this model always returns its output dataclass
+        outputs = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            return_dict=True,
+            **kwargs,
+        )
+        return VisionLLMModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=image_features,
+        )
+
+    def _scatter(self, inputs_embeds, input_ids, token_id: int, features: torch.Tensor, what: str) -> torch.Tensor:
+        """Write `features` (`(items, tokens_per_item, width)`) into the positions of `token_id`, in order."""
+        mask = self._check_placeholders(input_ids, token_id, features, what).unsqueeze(-1).to(inputs_embeds.device)
+        return inputs_embeds.masked_scatter(mask, features.to(inputs_embeds.device, inputs_embeds.dtype))
+
+    def _check_tile_count(self, pixel_values: torch.Tensor, image_grids: torch.LongTensor | None):
+        if image_grids is None:
+            return
+        global_views = len(image_grids) if self.config.use_global_view else 0
+        expected = int(image_grids.prod(dim=-1).sum()) + global_views
+        if pixel_values.shape[0] != expected:
+            raise ValueError(
+                f"pixel_values hold {pixel_values.shape[0]} tiles but image_grids announce {expected} "
+                f"({len(image_grids)} images, global view {'on' if self.config.use_global_view else 'off'})"
+            )
+
+
+class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixin):
+    """[`VisionLLMModel`] with an LM head; generates text with the KV cache, batched with left padding."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: VisionLLMConfig):
+        super().__init__(config)
+        self.model = VisionLLMModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.decoders = build_decoders(config)
+        self.post_init()
+
+    def post_init(self):
+        super().post_init()
+        # Nested models tie weights of their own (SAM inside the mask decoder ties its positional embeddings);
+        # transformers collects ties from direct children only, so gather them from every depth.
+        self.all_tied_weights_keys = self.get_expanded_tied_weights_keys(all_submodels=True)
+        self.tie_weights(recompute_mapping=False)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Module):
+        self.lm_head = new_embeddings
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model.get_image_features(pixel_values)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_grids: torch.LongTensor | None = None,
+        region_masks: torch.Tensor | None = None,
+        region_image_index: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        decoder_pixel_values: torch.FloatTensor | None = None,
+        super_link_targets: list[list[dict]] | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> VisionLLMCausalLMOutputWithPast:
+        r"""
+        Args:
+            labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Target ids for the LM loss; -100 marks positions left out (prompt, image, padding). `<query>`
+                positions are always left out.
+            decoder_pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, size, size)`, *optional*):
+                Each sample's first image at the decoders' resolution (from the processor).
+            super_link_targets (`list[list[dict]]`, *optional*):
+                Per sample, one target per routing token of its sequence, in order: `{"box": [x1, y1, x2, y2]}`
+                (normalised) for a box decoder, `{"mask": (h, w)}` for a mask decoder. With them, the weighted
+                decoder losses are added to the LM loss.
+            logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to 0):
+                Compute logits only for the last `logits_to_keep` positions (0 keeps all).
+
+        Example:
+
+        ```python
+        >>> from transformers import AutoModel, AutoProcessor
+        >>> model = AutoModel.from_pretrained("path/to/checkpoint", trust_remote_code=True)
+        >>> processor = AutoProcessor.from_pretrained("path/to/checkpoint", trust_remote_code=True)
+        >>> messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]
+        >>> prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+        >>> inputs = processor(images=[image], text=[prompt], return_tensors="pt")
+        >>> output_ids = model.generate(**inputs, max_new_tokens=20)
+        >>> processor.post_process_image_text_to_text(output_ids[:, inputs["input_ids"].shape[1]:])
+        ```
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            image_grids=image_grids,
+            region_masks=region_masks,
+            region_image_index=region_image_index,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        occurrences = None
+        if self.model.super_link is not None and input_ids is not None:
+            occurrences = self.model.super_link.collect(input_ids, hidden_states)
+        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
+            hidden_states = hidden_states[:, -logits_to_keep:]
+        elif isinstance(logits_to_keep, torch.Tensor):
+            hidden_states = hidden_states[:, logits_to_keep]
+        logits = self.lm_head(hidden_states.to(self.lm_head.weight.dtype))
+
+        loss = lm_loss = losses = None
+        if labels is not None:
+            if self.config.query_token_id is not None and input_ids is not None:
+                labels = labels.masked_fill(input_ids == self.config.query_token_id, -100)
+            loss = lm_loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size
+            )
+        if super_link_targets is not None:
+            losses = self._decoder_losses(occurrences or [], super_link_targets, decoder_pixel_values)
+            weighted = sum(self.config.decoder_loss_weights[name] * value for name, value in losses.items())
+            loss = weighted if loss is None else loss + weighted
+        return VisionLLMCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=outputs.image_hidden_states,
+            lm_loss=lm_loss,
+            decoder_losses=losses,
+            super_link_occurrences=occurrences,
+        )
+
+    def _decoder_losses(self, occurrences, targets: list[list[dict]], decoder_pixel_values) -> dict[str, torch.Tensor]:
+        if self.decoders is None:
+            raise ValueError("super_link_targets were given but this model has no decoders")
+        for row, row_targets in enumerate(targets):
+            found = sum(1 for occurrence in occurrences if occurrence.row == row)
+            if found != len(row_targets):
+                raise ValueError(f"sample {row} has {found} routing tokens but {len(row_targets)} super_link_targets")
+        flat_targets = [target for row_targets in targets for target in row_targets]
+        outputs = run_decoders(self.model.super_link, self.decoders, occurrences, decoder_pixel_values)
+        return decoder_losses(self.decoders, outputs, flat_targets)
+
+    def generate(self, *args, **kwargs):
+        """
+        Plain transformers generation for a chat model; with decoders, generation that runs them on every
+        routing token (see `super_link_generation.py`) and returns a `VisionLLMGenerateOutput` with
+        `sequences` and per-sample `results` (only `sequences` with `return_dict_in_generate=False`).
+        """
+        if self.model.super_link is None:
+            return super().generate(*args, **kwargs)
+        return generate_with_super_link(self, *args, **kwargs)
+
+    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
+        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if not is_first_iteration and kwargs.get("use_cache", True):
+            # regions are encoded once at prefill, like pixel_values (which transformers drops itself)
+            for key in PREFILL_ONLY_INPUTS:
+                model_inputs.pop(key, None)
+        return model_inputs
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # `register_for_auto_class` records one auto class; the image-text-to-text pipeline needs a second entry.
+        if self._auto_class is not None:
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})  # set by transformers, not declared
+            auto_map["AutoModelForImageTextToText"] = f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
+            self.config.auto_map = auto_map
+        # Keep parameter names as the modules have them. transformers would otherwise write nested models'
+        # legacy names (Swin inside Grounding DINO), which Trainer's resume loads without converting back.
+        kwargs.setdefault("save_original_format", False)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+VisionLLMConfig.register_for_auto_class()
+VisionLLMForConditionalGeneration.register_for_auto_class("AutoModel")
+
+__all__ = [
+    "VisionLLMCausalLMOutputWithPast",
+    "VisionLLMForConditionalGeneration",
+    "VisionLLMGenerateOutput",
+    "VisionLLMModel",
+    "VisionLLMModelOutputWithPast",
+    "VisionLLMMultiModalProjector",
+    "VisionLLMPreTrainedModel",
+]

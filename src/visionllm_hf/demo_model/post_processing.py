@@ -1,0 +1,94 @@
+"""Turn a super-link `generate` output into text and objects (labels, scores, boxes, masks) in image pixels.
+
+This file ships with every checkpoint (``trust_remote_code``): it imports only numpy, torch and its siblings.
+"""
+
+import string
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .special_tokens import QUERY_TOKEN, ROUTING_TOKENS
+
+LABEL_TRIM = string.whitespace + string.punctuation
+
+
+def post_process_generation(tokenizer, outputs, target_sizes, threshold: float, mask_threshold: float) -> list[dict]:
+    sequences = outputs.sequences
+    if target_sizes is not None and len(target_sizes) != len(sequences):
+        raise ValueError(f"target_sizes has {len(target_sizes)} entries for {len(sequences)} samples")
+    query_id = tokenizer.convert_tokens_to_ids(QUERY_TOKEN)
+    processed = []
+    for row, results in enumerate(outputs.results):
+        ids = sequences[row].tolist()
+        size = None if target_sizes is None else tuple(int(v) for v in target_sizes[row])
+        answer_end = outputs.prompt_length + int(outputs.attention_mask[row, outputs.prompt_length :].sum())
+        text = tokenizer.decode(ids[outputs.prompt_length : answer_end], skip_special_tokens=True).strip()
+        objects, boundary = [], outputs.prompt_length
+        for result in results:
+            label = tokenizer.decode(ids[boundary : result["position"]], skip_special_tokens=True).strip(LABEL_TRIM)
+            boundary = result["position"] + 1
+            while boundary < len(ids) and ids[boundary] == query_id:
+                boundary += 1
+            objects += _objects(result, label, size, threshold, mask_threshold)
+        processed.append({"text": text, "objects": objects})
+    return processed
+
+
+def _objects(result: dict, label: str, size, threshold: float, mask_threshold: float) -> list[dict]:
+    scores = result["scores"].float().cpu()
+    boxes = result.get("boxes")
+    masks = result.get("masks")
+    keypoints = result.get("keypoints")
+    objects = []
+    for index, score in enumerate(scores.tolist()):
+        if score < threshold:
+            continue
+        mask = None
+        if masks is not None:
+            mask = _mask_in_pixels(masks[index].float().cpu(), size, mask_threshold)
+        box = boxes[index].float().cpu() if boxes is not None else _box_of(mask, size)
+        objects.append(
+            {
+                "label": label,
+                "routing": ROUTING_TOKENS.get(result["routing"], result["routing"]),
+                "score": score,
+                "box": None if box is None else _scale(box.view(2, 2), size).flatten().tolist(),
+                "mask": mask,
+                "keypoints": None if keypoints is None else _keypoints(keypoints[index].float().cpu(), size),
+            }
+        )
+    return objects
+
+
+def _scale(points: torch.Tensor, size) -> torch.Tensor:
+    """Normalised (x, y) points -> pixels of an image of `size` = (height, width); unchanged without a size."""
+    if size is None:
+        return points
+    height, width = size
+    return points * torch.tensor([width, height], dtype=points.dtype)
+
+
+def _mask_in_pixels(probabilities: torch.Tensor, size, mask_threshold: float) -> np.ndarray:
+    if size is not None:
+        probabilities = F.interpolate(probabilities[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+    return (probabilities > mask_threshold).numpy()
+
+
+def _box_of(mask: np.ndarray | None, size) -> torch.Tensor | None:
+    """The normalised xyxy box around a mask's pixels, or None for no mask or an empty one."""
+    if mask is None or not mask.any():
+        return None
+    rows, columns = np.nonzero(mask)
+    height, width = mask.shape
+    return torch.tensor([columns.min() / width, rows.min() / height, (columns.max() + 1) / width, (rows.max() + 1) / height])
+
+
+def _keypoints(keypoints: torch.Tensor, size) -> list[list[float]]:
+    """`(k, 3)` normalised (x, y, visibility score) -> pixels."""
+    xy = _scale(keypoints[:, :2], size)
+    return torch.cat([xy, keypoints[:, 2:]], dim=1).tolist()
+
+
+__all__ = ["post_process_generation"]

@@ -1,0 +1,255 @@
+"""VisionLLM processor: tokenizer + dynamic-resolution image processor, expanding each `<image>` to its tokens.
+
+This file ships with every checkpoint (``trust_remote_code``): it imports only torch, transformers and its
+siblings in this folder.
+"""
+
+import math
+
+import torch
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.processing_utils import ProcessorMixin
+
+from .image_processing_visionllm import flatten_images, load_image
+from .regions import is_region, rasterize_region
+from .post_processing import post_process_generation
+from .special_tokens import IMAGE_TOKEN, QUERY_TOKEN, REGION_TOKEN
+
+
+class VisionLLMProcessor(ProcessorMixin):
+    r"""
+    Prepares text and images for [`VisionLLMForConditionalGeneration`].
+
+    Each `<image>` in the text is replaced by `(tiles of that image) * image_seq_length` copies of `<image>`, the
+    positions the model fills with image features. Each `<region>` stays one token, filled with the embedding
+    of one visual prompt. Batches are padded on the tokenizer's padding side (left for generation).
+
+    Args:
+        image_processor ([`VisionLLMImageProcessor`]):
+            Tiles images.
+        tokenizer ([`PreTrainedTokenizerBase`]):
+            A tokenizer in which `<image>` is one special token.
+        chat_template (`str`, *optional*):
+            Jinja template used by `apply_chat_template`.
+        super_link_queries (`dict[str, int]`, *optional*):
+            Routing token -> number of `<query>` tokens inserted after it in every text (the model's
+            `super_link_queries` for its routed names), so training sequences and conversation history hold
+            the queries exactly where generation puts them.
+    """
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, super_link_queries=None, **kwargs):
+        self.super_link_queries = dict(super_link_queries or {})
+        super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
+        self.image_token = IMAGE_TOKEN
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        if self.image_token_id is None or self.image_token_id == tokenizer.unk_token_id:
+            raise ValueError(f"the tokenizer has no {IMAGE_TOKEN} token; build it with `visionllm-hf build`")
+
+    def __call__(
+        self,
+        images=None,
+        text: str | list[str] | None = None,
+        regions=None,
+        return_tensors: str | None = "pt",
+        padding: bool | str = True,
+        **tokenizer_kwargs,
+    ) -> BatchFeature:
+        r"""
+        Args:
+            images (*optional*):
+                One image, a flat list consumed in `<image>` order across the batch, or one list per sample.
+                Each image is a path, `PIL.Image`, numpy HWC array or torch CHW tensor.
+            text (`str` or `list[str]`):
+                Prompts; each `<image>` marks where one image goes, each `<region>` where one region goes.
+            regions (*optional*):
+                Visual prompts, laid out like `images` (one list per image, or per sample one list per image),
+                each a box, point, scribble, polygon or mask (see `regions.py`). A sample's `<region>`
+                placeholders take its regions in order: those of its first image, then its second, ...
+            return_tensors (`str`, *optional*, defaults to `"pt"`):
+                Tensor type of the output.
+            padding (`bool` or `str`, *optional*, defaults to `True`):
+                Padding strategy passed to the tokenizer.
+            **tokenizer_kwargs:
+                Passed to the tokenizer (`padding_side`, `truncation`, `max_length`, ...).
+
+        Returns:
+            [`BatchFeature`] with `input_ids`, `attention_mask`; with images, `pixel_values` and `image_grids`;
+            with regions, `region_masks` (`(num_regions, tile, tile)` bool masks over each image's global view)
+            and `region_image_index` (index of each region's image in the batch's flat image list).
+        """
+        if text is None:
+            raise ValueError("text is required: each <image> in it marks where an image goes")
+        texts = [text] if isinstance(text, str) else list(text)
+        if not all(isinstance(sample, str) for sample in texts):
+            raise TypeError("text must be a string or a list of strings")
+        texts = [self.insert_queries(sample) for sample in texts]
+        images_per_sample = self._assign_images(images, texts)
+        loaded_images = [load_image(image) for image in flatten_images(images_per_sample)]
+
+        data = {}
+        if regions is not None or any(REGION_TOKEN in sample for sample in texts):
+            data.update(self._prepare_regions(regions, texts, images_per_sample, loaded_images))
+        image_tokens_per_sample = [0] * len(texts)
+        if loaded_images:
+            image_inputs = self.image_processor(loaded_images, return_tensors="pt")
+            grids = iter(image_inputs["image_grids"].tolist())
+            expanded = []
+            for index, sample in enumerate(texts):
+                pieces = sample.split(IMAGE_TOKEN)
+                counts = [self.image_processor.num_image_tokens(next(grids)) for _ in pieces[1:]]
+                image_tokens_per_sample[index] = sum(counts)
+                expanded.append(pieces[0] + "".join(IMAGE_TOKEN * n + piece for n, piece in zip(counts, pieces[1:])))
+            texts = expanded
+            data.update(image_inputs)
+            if self.image_processor.decoder_image_size:
+                first_images = [loaded_images[start] if images else None for start, images in _starts(images_per_sample)]
+                data["decoder_pixel_values"] = self.image_processor.decoder_images(first_images)
+
+        text_inputs = self.tokenizer(texts, padding=padding, return_tensors=return_tensors, **tokenizer_kwargs)
+        self._check_image_token_counts(text_inputs["input_ids"], image_tokens_per_sample)
+        data.update(text_inputs)
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def insert_queries(self, text: str) -> str:
+        """Put `super_link_queries[token]` `<query>` tokens after each routing token (existing ones are replaced)."""
+        if not self.super_link_queries:
+            return text
+        text = text.replace(QUERY_TOKEN, "")
+        for token, count in self.super_link_queries.items():
+            if count:
+                text = text.replace(token, token + QUERY_TOKEN * count)
+        return text
+
+    def post_process_generation(self, outputs, target_sizes=None, threshold: float = 0.0, mask_threshold=0.5):
+        """
+        Text and structured objects for every sample of a `generate` output of a model with decoders.
+
+        Args:
+            outputs (`VisionLLMGenerateOutput`): what `model.generate` returned.
+            target_sizes (`list[tuple[int, int]]`, *optional*): `(height, width)` of each sample's image; boxes,
+                masks and keypoints are returned in those pixels. Without it, boxes stay normalised to [0, 1] and
+                masks keep the decoder's resolution.
+            threshold (`float`, *optional*, defaults to 0.0): objects scoring below it are dropped.
+            mask_threshold (`float`, *optional*, defaults to 0.5): probability above which a mask pixel is set.
+
+        Returns:
+            `list[dict]`, per sample `{"text": str, "objects": [{"label", "routing", "score", "box", "mask",
+            "keypoints"}]}`. `label` is the answer text between the previous routing token (or the start of the
+            answer) and this one, trimmed of spaces and punctuation (`""` when there is none); `box` is xyxy;
+            `mask` a boolean array; fields a decoder does not produce are None.
+        """
+        return post_process_generation(self.tokenizer, outputs, target_sizes, threshold, mask_threshold)
+
+    def _assign_images(self, images, texts: list[str]) -> list[list]:
+        """Split `images` into one list per sample and check each sample's count against its placeholders."""
+        placeholders = [sample.count(IMAGE_TOKEN) for sample in texts]
+        if images is None:
+            if any(placeholders):
+                raise ValueError(
+                    f"the text has {sum(placeholders)} {IMAGE_TOKEN} placeholders but no images were given"
+                )
+            return [[] for _ in texts]
+        nested = isinstance(images, (list, tuple)) and len(images) == len(texts) and all(
+            isinstance(item, (list, tuple)) for item in images
+        )
+        if nested:
+            for index, (sample_images, count) in enumerate(zip(images, placeholders)):
+                if len(sample_images) != count:
+                    raise ValueError(
+                        f"sample {index} has {count} {IMAGE_TOKEN} placeholders but {len(sample_images)} images"
+                    )
+            return [list(sample_images) for sample_images in images]
+        flat = flatten_images(images)
+        if len(flat) != sum(placeholders):
+            raise ValueError(
+                f"the text has {sum(placeholders)} {IMAGE_TOKEN} placeholders but {len(flat)} images were given"
+            )
+        ends = torch.tensor(placeholders).cumsum(0).tolist()
+        return [flat[end - count : end] for end, count in zip(ends, placeholders)]
+
+    def _prepare_regions(self, regions, texts: list[str], images_per_sample: list[list], loaded_images: list) -> dict:
+        """Rasterise every region over its image's global view and check counts against `<region>` per sample."""
+        placeholders = [sample.count(REGION_TOKEN) for sample in texts]
+        regions_per_image = _regions_per_image(regions, images_per_sample)
+        image_processor = self.image_processor
+        cell_size = image_processor.tile_size / math.isqrt(image_processor.image_seq_length)
+        masks, image_index = [], []
+        first_image = 0
+        for sample, (sample_images, count) in enumerate(zip(images_per_sample, placeholders)):
+            sample_regions = [
+                (first_image + offset, region)
+                for offset in range(len(sample_images))
+                for region in regions_per_image[first_image + offset]
+            ]
+            if len(sample_regions) != count:
+                raise ValueError(
+                    f"sample {sample} has {count} {REGION_TOKEN} placeholders but {len(sample_regions)} regions"
+                )
+            for number, (image, region) in enumerate(sample_regions):
+                size = tuple(loaded_images[image].shape[1:])
+                where = f"sample {sample}, region {number}"
+                masks.append(rasterize_region(region, size, image_processor.tile_size, cell_size, where))
+                image_index.append(image)
+            first_image += len(sample_images)
+        if not masks:
+            return {}
+        return {"region_masks": torch.stack(masks), "region_image_index": torch.tensor(image_index)}
+
+    def _check_image_token_counts(self, input_ids, expected: list[int]):
+        for index, (ids, count) in enumerate(zip(input_ids, expected)):
+            found = int((torch.as_tensor(ids) == self.image_token_id).sum())
+            if found != count:
+                raise ValueError(
+                    f"sample {index} should hold {count} image tokens after tokenisation but holds {found}; "
+                    "truncation may have cut into an image, or the text contains stray image tokens"
+                )
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return [
+            "input_ids",
+            "attention_mask",
+            "pixel_values",
+            "image_grids",
+            "region_masks",
+            "region_image_index",
+            "decoder_pixel_values",
+        ]
+
+
+def _starts(images_per_sample: list[list]):
+    """(index of the sample's first image in the flat list, the sample's images) per sample."""
+    start = 0
+    for images in images_per_sample:
+        yield start, images
+        start += len(images)
+
+
+def _regions_per_image(regions, images_per_sample: list[list]) -> list[list]:
+    """Regions as one list per image of the batch, from a per-image list or a per-sample list of per-image lists."""
+    num_images = sum(len(sample) for sample in images_per_sample)
+    if regions is None:
+        return [[] for _ in range(num_images)]
+    if not isinstance(regions, (list, tuple)):
+        raise TypeError("regions must be a list with one list of regions per image")
+
+    def is_region_list(value) -> bool:
+        return isinstance(value, (list, tuple)) and all(is_region(item) for item in value)
+
+    if len(regions) == num_images and all(is_region_list(item) for item in regions):
+        return [list(item) for item in regions]
+    per_sample_ok = len(regions) == len(images_per_sample) and all(
+        isinstance(sample, (list, tuple)) and len(sample) == len(images) and all(map(is_region_list, sample))
+        for sample, images in zip(regions, images_per_sample)
+    )
+    if per_sample_ok:
+        return [list(item) for sample in regions for item in sample]
+    raise ValueError(
+        f"regions must hold one list of regions per image ({num_images} images), or per sample one such list "
+        "per image of that sample"
+    )
+
+
+VisionLLMProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ = ["VisionLLMProcessor"]

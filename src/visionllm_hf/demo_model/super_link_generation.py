@@ -1,0 +1,252 @@
+"""Generation with the super link: decoders run inside `generate`, with the KV cache, on batches.
+
+Each step samples one token per row. A row that samples a routing token feeds it *together with its N
+`<query>` tokens* in the next forward, so the queries enter the KV cache exactly where training puts them and
+every later token attends to them; the states the decoders need come out of that same forward, which had to
+run anyway to produce the next token. Rows of a batch that feed fewer tokens in a step are filled with masked
+padding (attention mask 0, positions not advanced), so each row computes what it would compute alone.
+
+Only when a routing token is the very last sampled token (`max_new_tokens` reached, or every other row has
+finished) does one extra forward run, to collect its states; its decoder still runs.
+
+This file ships with every checkpoint (``trust_remote_code``): it imports only torch and transformers.
+"""
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from transformers import GenerationConfig
+from transformers.generation import (
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+from transformers.modeling_outputs import ModelOutput
+
+from .decoders import decoder_results, run_decoders
+
+UNSUPPORTED = {"num_beams": 1, "num_return_sequences": 1, "assistant_model": None, "streamer": None}
+
+
+@dataclass
+class VisionLLMGenerateOutput(ModelOutput):
+    """
+    Output of `generate` for a model with decoders.
+
+    Args:
+        sequences (`torch.LongTensor` of shape `(batch_size, prompt_length + new_length)`):
+            The prompt (left padded, as given) followed by each row's new tokens, `<query>` tokens included,
+            right padded with the pad token.
+        attention_mask (`torch.LongTensor`, same shape as `sequences`):
+            1 for every real token; a teacher-forced forward over `sequences` with it reproduces generation.
+        prompt_length (`int`):
+            Where the new tokens start in `sequences`.
+        results (`list[list[dict]]`):
+            Per sample, one dict per routing token of its answer, in order: `routing` (e.g. `"[DET]"`),
+            `position` (index of the routing token in `sequences`), and the decoder's outputs in coordinates
+            normalised to the image: `boxes` `(n, 4)` xyxy, `scores` `(n,)`, `masks` `(n, h, w)` probabilities
+            when the decoder makes masks.
+        super_link_states (`list[list[torch.FloatTensor]]`):
+            Per sample, per routing token, the last-layer states handed to the decoder `(max(N, 1), hidden)`.
+    """
+
+    sequences: torch.LongTensor | None = None
+    attention_mask: torch.LongTensor | None = None
+    prompt_length: int | None = None
+    results: list[list[dict]] | None = None
+    super_link_states: list[list[torch.FloatTensor]] | None = None
+
+
+def _logits_processors(config: GenerationConfig) -> LogitsProcessorList:
+    processors = LogitsProcessorList()
+    if config.repetition_penalty is not None and config.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(config.repetition_penalty))
+    if config.do_sample:
+        if config.temperature is not None and config.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(config.temperature))
+        if config.top_k:
+            processors.append(TopKLogitsWarper(config.top_k))
+        if config.top_p is not None and config.top_p < 1.0:
+            processors.append(TopPLogitsWarper(config.top_p))
+    return processors
+
+
+def _resolve_config(model, generation_config: GenerationConfig | None, kwargs: dict) -> GenerationConfig:
+    config = copy.deepcopy(generation_config or model.generation_config)
+    unused = config.update(**kwargs)
+    if unused:
+        raise TypeError(f"generate() got arguments it does not use: {sorted(unused)}")
+    for name, default in UNSUPPORTED.items():
+        if getattr(config, name, default) not in (default, None):
+            raise ValueError(f"generate() with the super link does not support {name}={getattr(config, name)!r}")
+    return config
+
+
+@torch.no_grad()
+def generate_with_super_link(
+    model,
+    input_ids: torch.LongTensor,
+    attention_mask: torch.LongTensor | None = None,
+    decoder_pixel_values: torch.FloatTensor | None = None,
+    generation_config: GenerationConfig | None = None,
+    logits_processor: LogitsProcessorList | None = None,
+    return_dict_in_generate: bool | None = None,
+    **kwargs,
+):
+    """
+    Greedy or sampled generation (per `generation_config`) that runs the decoders on every routing token.
+
+    Model inputs other than ids and mask (`pixel_values`, `image_grids`, `region_masks`, ...) go in at prefill
+    only. Returns a [`VisionLLMGenerateOutput`], or only its `sequences` when `return_dict_in_generate=False`.
+    """
+    model_inputs = {key: kwargs.pop(key) for key in list(kwargs) if key in _PREFILL_INPUTS}
+    config = _resolve_config(model, generation_config, kwargs)
+    processors = _logits_processors(config)
+    if logits_processor is not None:
+        processors.extend(logits_processor)
+    super_link = model.model.super_link
+    query_id = super_link.query_token_id
+    eos_ids = torch.tensor(_as_list(config.eos_token_id), device=input_ids.device, dtype=torch.long)
+    pad_id = config.pad_token_id if config.pad_token_id is not None else int(eos_ids[0]) if len(eos_ids) else 0
+    prompt_length = input_ids.shape[1]
+    max_new_tokens = config.max_new_tokens or max(config.max_length - prompt_length, 0)
+    min_new_tokens = config.min_new_tokens or 0
+
+    batch = input_ids.shape[0]
+    mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+    sequence = input_ids
+    outputs = model(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=_positions(mask, prompt_length),
+        use_cache=True,
+        logits_to_keep=1,
+        **model_inputs,
+    )
+    cache, next_logits = outputs.past_key_values, outputs.logits[:, -1]
+    occurrences, sampled = [], torch.zeros(batch, dtype=torch.long, device=input_ids.device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+
+    for step in range(max_new_tokens):
+        scores = processors(sequence, next_logits.float())
+        scores[:, query_id] = -float("inf")  # queries are inserted, never sampled
+        if len(eos_ids):
+            scores[(sampled < min_new_tokens)[:, None] & _one_hot(eos_ids, scores)] = -float("inf")
+        tokens = torch.multinomial(scores.softmax(-1), 1)[:, 0] if config.do_sample else scores.argmax(-1)
+        tokens = tokens.masked_fill(finished, pad_id)
+        chunk, chunk_mask = _chunk(tokens, finished, super_link, query_id, pad_id)
+        sampled += (~finished).long()
+        finished |= torch.isin(tokens, eos_ids)
+        last_step = step == max_new_tokens - 1 or bool(finished.all())
+        if last_step and not super_link.is_routing(chunk).any():
+            sequence, mask = torch.cat([sequence, chunk], 1), torch.cat([mask, chunk_mask], 1)
+            break
+        offset = sequence.shape[1]
+        sequence, mask = torch.cat([sequence, chunk], 1), torch.cat([mask, chunk_mask], 1)
+        outputs = model(
+            input_ids=chunk,
+            attention_mask=mask,
+            position_ids=_positions(mask, chunk.shape[1]),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        for occurrence in outputs.super_link_occurrences:
+            if chunk_mask[occurrence.row, occurrence.position]:
+                occurrence.position += offset
+                occurrences.append(occurrence)
+        if last_step:
+            break
+        cache = outputs.past_key_values
+        last_real = chunk_mask.sum(1).clamp_min(1) - 1
+        next_logits = outputs.logits[torch.arange(batch), last_real]
+
+    sequences, final_mask, positions = _compact(sequence, mask, prompt_length, pad_id)
+    occurrences.sort(key=lambda occurrence: (occurrence.row, occurrence.position))
+    results = _results(model, occurrences, decoder_pixel_values, positions, batch)
+    if return_dict_in_generate is False:
+        return sequences
+    states = [[o.states for o in occurrences if o.row == row] for row in range(batch)]
+    return VisionLLMGenerateOutput(
+        sequences=sequences,
+        attention_mask=final_mask,
+        prompt_length=prompt_length,
+        results=results,
+        super_link_states=states,
+    )
+
+
+_PREFILL_INPUTS = ("pixel_values", "image_grids", "region_masks", "region_image_index")
+
+
+def _as_list(value) -> list[int]:
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
+
+
+def _one_hot(ids: torch.Tensor, scores: torch.Tensor) -> torch.BoolTensor:
+    hot = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
+    hot[ids] = True
+    return hot[None].expand_as(scores)
+
+
+def _positions(mask: torch.Tensor, length: int) -> torch.LongTensor:
+    """Position ids of the last `length` columns: real tokens count up, padding does not advance."""
+    return (mask.long().cumsum(-1) - 1).clamp_min(0)[:, -length:]
+
+
+def _chunk(tokens, finished, super_link, query_id: int, pad_id: int):
+    """Per row its sampled token plus the `<query>` tokens a routing token brings, padded to one width."""
+    rows = []
+    for token, done in zip(tokens.tolist(), finished.tolist()):
+        rows.append([] if done else [token] + [query_id] * super_link.followers(token))
+    width = max(1, max(len(row) for row in rows))
+    chunk = torch.full((len(rows), width), pad_id, dtype=torch.long, device=tokens.device)
+    chunk_mask = torch.zeros_like(chunk)
+    for index, row in enumerate(rows):
+        chunk[index, : len(row)] = torch.tensor(row, dtype=torch.long)
+        chunk_mask[index, : len(row)] = 1
+    return chunk, chunk_mask
+
+
+def _compact(sequence, mask, prompt_length: int, pad_id: int):
+    """
+    Drop the masked filler from the new part, keeping the prompt as given: returns sequences, their attention
+    mask, and for each row a map from old column to new column (for routing positions).
+    """
+    new_ids, new_mask = sequence[:, prompt_length:], mask[:, prompt_length:]
+    lengths = new_mask.sum(1)
+    width = int(lengths.max()) if len(lengths) else 0
+    compact = torch.full((len(sequence), width), pad_id, dtype=sequence.dtype, device=sequence.device)
+    compact_mask = torch.zeros_like(compact)
+    positions = []
+    for row in range(len(sequence)):
+        kept = new_mask[row].nonzero()[:, 0]
+        compact[row, : len(kept)] = new_ids[row, kept]
+        compact_mask[row, : len(kept)] = 1
+        positions.append({int(old) + prompt_length: prompt_length + new for new, old in enumerate(kept.tolist())})
+    return (
+        torch.cat([sequence[:, :prompt_length], compact], 1),
+        torch.cat([mask[:, :prompt_length], compact_mask], 1),
+        positions,
+    )
+
+
+def _results(model, occurrences, decoder_pixel_values, positions, batch: int) -> list[list[dict]]:
+    per_row = [[] for _ in range(batch)]
+    if not occurrences:
+        return per_row
+    outputs = run_decoders(model.model.super_link, model.decoders, occurrences, decoder_pixel_values)
+    routing_tokens = {name: token for token, name in model.model.super_link.names_by_id.items()}
+    for occurrence, result in zip(occurrences, decoder_results(model.decoders, outputs, len(occurrences))):
+        position = positions[occurrence.row][occurrence.position]
+        occurrence.position = position
+        entry = {"routing": occurrence.name, "routing_token_id": routing_tokens[occurrence.name], "position": position}
+        per_row[occurrence.row].append({**entry, **{key: value.detach() for key, value in result.items()}})
+    return per_row
+
+
+__all__ = ["VisionLLMGenerateOutput", "generate_with_super_link"]
