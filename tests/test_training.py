@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -214,7 +215,7 @@ def test_shipped_zero_configs_are_accepted(name, tmp_path):
 
 def test_collator_labels_only_the_answers(data):
     _, processor = build_tiny(seed=0)
-    sample = ConversationSource(str(data["conversation"]), str(data["images"])).sample(0, __import__("random").Random(0))
+    sample = ConversationSource(str(data["conversation"]), str(data["images"])).sample(0, random.Random(0))
     batch = VisionLLMCollator(processor)([sample, sample | {"messages": sample["messages"][:1] + [
         {"role": "assistant", "content": "ok"}]}])
     tokenizer = processor.tokenizer
@@ -225,7 +226,7 @@ def test_collator_labels_only_the_answers(data):
 
 
 def test_sources_build_valid_samples(data):
-    rng = __import__("random").Random(0)
+    rng = random.Random(0)
     coco = {task: CocoSource(str(data["coco"]), str(data["images"]), task=task) for task in
             ("detection", "instance_segmentation", "interactive_segmentation", "pose")}
     detection = coco["detection"].sample(0, rng)

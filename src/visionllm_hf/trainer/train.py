@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import torch
 from huggingface_hub import HfApi
 from transformers import HfArgumentParser, TrainerCallback, TrainingArguments
 
@@ -167,7 +166,6 @@ def save_final(model, processor, output: Path, merge: bool):
 
 
 def main(argv: list[str] | None = None) -> int:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     train(sys.argv[1:] if argv is None else argv)
     return 0
 
