@@ -99,3 +99,17 @@ def test_generation_with_kv_cache_equals_recomputing_everything(either_tiny, cha
             logits = model(input_ids=sequence, pixel_values=inputs["pixel_values"]).logits[:, -1]
         sequence = torch.cat([sequence, logits.argmax(-1, keepdim=True)], dim=1)
     assert cached.tolist() == sequence.tolist()
+
+
+def test_device_map_planning_keeps_every_decoder_whole(tiny):
+    from accelerate import infer_auto_device_map
+
+    model, _ = tiny
+    assert {"ObjectDecoder", "PromptableMaskDecoder", "SuperLink"} <= set(model._no_split_modules)
+    plan = infer_auto_device_map(
+        model, max_memory={0: "300KB", 1: "900KB", "cpu": "1GB"}, no_split_module_classes=list(model._no_split_modules)
+    )
+    for name in model.decoders:
+        prefix = f"decoders.{name}"
+        placed = {device for key, device in plan.items() if key.startswith(prefix) or prefix.startswith(key)}
+        assert len(placed) == 1, (name, placed)

@@ -88,14 +88,15 @@ def run_decoders(
         indices = [index for index, occurrence in enumerate(occurrences) if occurrence.name == name]
         if not indices:
             continue
-        prompts = torch.stack([super_link.project(occurrences[index]) for index in indices])
-        rows = torch.tensor([occurrences[index].row for index in indices], device=prompts.device)
+        device = next(decoder.parameters()).device  # device_map may put the decoder elsewhere
+        prompts = torch.stack([super_link.project(occurrences[index]) for index in indices]).to(device)
+        rows = torch.tensor([occurrences[index].row for index in indices], device=device)
         image_features = None
         if decoder.needs_image:
             if decoder_pixel_values is None:
                 raise ValueError(f"the '{name}' decoder reads the image: pass the processor's decoder_pixel_values")
             needed, rows = rows.unique(return_inverse=True)
-            image_features = decoder.encode_images(decoder_pixel_values[needed.to(decoder_pixel_values.device)])
+            image_features = decoder.encode_images(decoder_pixel_values.to(device)[needed])
         outputs[name] = (indices, decoder(prompts, image_features, rows))
     return outputs
 
