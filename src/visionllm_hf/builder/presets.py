@@ -160,6 +160,13 @@ def visionllm_v2_config(token_ids: dict[str, int] | None = None, vocab_size: int
     return make_config(vision, text, max_tiles=4, **token_ids)
 
 
-PRESETS = {"tiny": tiny_config, "visionllm-v2": visionllm_v2_config}
-
-__all__ = ["PRESETS", "demo_config", "make_config", "tiny_config", "tiny_detector_config", "tiny_sam_config", "tiny_text_config", "tiny_vision_config", "visionllm_v2_config"]
+__all__ = [
+    "demo_config",
+    "make_config",
+    "tiny_config",
+    "tiny_detector_config",
+    "tiny_sam_config",
+    "tiny_text_config",
+    "tiny_vision_config",
+    "visionllm_v2_config",
+]
