@@ -42,8 +42,9 @@ setup(
         "deepspeed": ["deepspeed"],
         "datasets": ["datasets"],
         "demo": ["scikit-image"],  # real photos for the demo
+        "diffusion": ["diffusers>=0.30"],  # [GEN] / [EDIT] decoders
         "evaluate": ["evaluate", "datasets"],
-        "test": ["pytest>=8", "timm>=1.0", "datasets", "deepspeed", "evaluate", "scikit-image"],
+        "test": ["pytest>=8", "timm>=1.0", "datasets", "deepspeed", "evaluate", "scikit-image", "diffusers>=0.30"],
     },
     entry_points={"console_scripts": ["visionllm-hf=visionllm_hf.cli:main"]},
 )

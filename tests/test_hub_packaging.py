@@ -28,6 +28,7 @@ FLAT_CODE_FILES = {
     "decoder_mask.py",
     "decoder_object.py",
     "decoder_keypoint.py",
+    "decoder_diffusion.py",
     "processing_visionllm.py",
     "image_processing_visionllm.py",
     "regions.py",
@@ -58,10 +59,13 @@ def test_checkpoint_folder_holds_safetensors_auto_map_and_flat_code(tiny_checkpo
                 assert not any(module.startswith("visionllm_hf") for module in modules), name
 
 
-def load_in_fresh_environment(checkpoint: Path, processor_kwargs: dict, workdir: Path) -> dict:
-    """Load `checkpoint` in a subprocess where visionllm_hf cannot be imported; its logits on the inputs."""
+def load_in_fresh_environment(checkpoint: Path, processor_kwargs: dict, workdir: Path, block: str = "") -> dict:
+    """
+    Load `checkpoint` in a subprocess where visionllm_hf (and the comma-separated `block` packages) cannot be
+    imported; its logits on the inputs.
+    """
     torch.save(processor_kwargs, workdir / "inputs.pt")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(workdir / "modules")}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(workdir / "modules"), "BLOCK_MODULES": block}
     script = Path(__file__).with_name("fresh_env_load.py")
     result = subprocess.run(
         [sys.executable, str(script), str(checkpoint), str(workdir / "inputs.pt"), str(workdir / "out.pt")],
@@ -71,6 +75,7 @@ def load_in_fresh_environment(checkpoint: Path, processor_kwargs: dict, workdir:
     loaded = torch.load(workdir / "out.pt", weights_only=False)  # written by our own subprocess
     assert all(module.startswith("transformers_modules.") for module in loaded["modules"]), loaded["modules"]
     assert isinstance(loaded["answer"], str) and loaded["answer"]
+    assert loaded["blocked_loaded"] == []
     return loaded
 
 

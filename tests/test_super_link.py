@@ -110,7 +110,7 @@ def test_post_processing_labels_and_pixel_coordinates(tiny):
     images, texts = prompts_and_images()
     _, generated = scripted_generate(model, processor, ANSWERS, images, texts)
     processed = processor.post_process_generation(generated, target_sizes=IMAGES)
-    assert processed[0] == {"text": "just words here", "objects": []}
+    assert processed[0] == {"text": "just words here", "objects": [], "images": []}
     assert {o["label"] for o in processed[1]["objects"]} <= {"the cat", "a dog"}
     assert processed[1]["text"].replace(" ", "") == "thecat,adog"
     segment, location = [o for o in processed[2]["objects"] if o["routing"] == "[SEG]"], [

@@ -40,6 +40,10 @@ def build(args: argparse.Namespace) -> int:
             f"--preset {args.preset} has no random build here: add --meta to count its parameters, or give "
             "--vision and --llm to assemble it from pretrained weights"
         )
+    if args.diffusion or args.edit:
+        from .builder.diffusion import add_diffusion_decoders
+
+        model = add_diffusion_decoders(model, generation=args.diffusion, editing=args.edit)
     if not args.out:
         raise SystemExit("--out DIR is required to write a checkpoint")
     save_checkpoint(model, processor, args.out)
@@ -97,6 +101,8 @@ def make_parser() -> argparse.ArgumentParser:
     build_parser.add_argument("--vision", help="hub id or folder of the pretrained vision tower")
     build_parser.add_argument("--llm", help="hub id or folder of the pretrained causal LM")
     build_parser.add_argument("--tokenizer", help="hub id or folder of the tokenizer (defaults to --llm)")
+    build_parser.add_argument("--diffusion", help="Stable Diffusion pipeline (hub id or folder) for a [GEN] decoder")
+    build_parser.add_argument("--edit", help="InstructPix2Pix pipeline (hub id or folder) for an [EDIT] decoder")
     build_parser.add_argument("--seed", type=int, default=0)
     build_parser.set_defaults(handler=build)
 

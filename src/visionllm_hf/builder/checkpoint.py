@@ -67,13 +67,17 @@ def count_parameters(model: VisionLLMForConditionalGeneration) -> dict[str, int]
 
 
 
-def build_tiny(seed: int = 0, decoders: bool = True) -> tuple[VisionLLMForConditionalGeneration, VisionLLMProcessor]:
+def build_tiny(
+    seed: int = 0, decoders: bool = True, generation: bool = False
+) -> tuple[VisionLLMForConditionalGeneration, VisionLLMProcessor]:
     """A random tiny model (CLIP vision + Llama, hidden 32) with an offline tokenizer; seconds on CPU."""
     from .presets import tiny_config
     from .tokenizer import add_special_tokens, train_tiny_tokenizer
 
     tokenizer = train_tiny_tokenizer()
-    config = tiny_config(add_special_tokens(tokenizer), vocab_size=len(tokenizer), decoders=decoders)
+    config = tiny_config(
+        add_special_tokens(tokenizer), vocab_size=len(tokenizer), decoders=decoders, generation=generation
+    )
     torch.manual_seed(seed)
     model = VisionLLMForConditionalGeneration(config)
     set_generation_tokens(model, tokenizer)

@@ -87,17 +87,66 @@ def tiny_detector_config(width: int = 32) -> GroundingDinoConfig:
     )
 
 
-def tiny_config(token_ids: dict[str, int], vocab_size: int, decoders: bool = True) -> VisionLLMConfig:
+def diffusion_decoder_config(
+    unet: dict, vae: dict, scheduler: dict, image_size: int, mapper: dict | None = None, condition_dropout: float = 0.05
+) -> dict:
+    """
+    A `generation_decoder_config` / `editing_decoder_config`: diffusers config dicts plus the Q-Former mapper
+    (77 queries). The default mapper is ours (the paper calls it "small"): 2 layers at the UNet's cross-attention
+    width, reading super-link states projected to that width.
+    """
+    width = unet["cross_attention_dim"]
+    heads = max(1, width // 64)
+    mapper = mapper or {
+        "hidden_size": width, "num_hidden_layers": 2, "num_attention_heads": heads, "intermediate_size": 4 * width,
+        "encoder_hidden_size": width,
+    }
+    return {
+        "unet": dict(unet), "vae": dict(vae), "scheduler": dict(scheduler), "mapper": dict(mapper),
+        "image_size": image_size, "num_prompt_tokens": 77, "condition_dropout": condition_dropout,
+    }
+
+
+def tiny_diffusion_config(editing: bool = False, image_size: int = 32) -> dict:
+    """A UNet (16/32 channels, cross-attention width 32) and a VAE (one downsampling) for 32 px images."""
+    unet = {
+        "sample_size": image_size // 2, "in_channels": 8 if editing else 4, "out_channels": 4, "layers_per_block": 1,
+        "block_out_channels": [32, 64], "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "cross_attention_dim": 32, "attention_head_dim": 8,
+        "norm_num_groups": 32,
+    }
+    vae = {
+        "in_channels": 3, "out_channels": 3, "latent_channels": 4, "block_out_channels": [16, 32],
+        "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2,
+        "norm_num_groups": 8, "sample_size": image_size, "scaling_factor": 1.0,  # unit-scale latents when this small
+    }
+    scheduler = {  # Stable Diffusion's noise schedule, sampled with DDIM; v-prediction as SD 2 (learns faster)
+        "_class_name": "DDIMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+        "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, "num_train_timesteps": 1000,
+        "prediction_type": "v_prediction",
+    }
+    mapper = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+              "encoder_hidden_size": 32}
+    return diffusion_decoder_config(unet, vae, scheduler, image_size, mapper=mapper)
+
+
+def tiny_config(
+    token_ids: dict[str, int], vocab_size: int, decoders: bool = True, generation: bool = False
+) -> VisionLLMConfig:
     """
     CLIP vision (hidden 32, 2 layers, 32 px tiles of 16 tokens) + Llama (hidden 32, 2 layers); with `decoders`,
     a tiny Grounding DINO behind `[DET]` (and with keypoint queries behind `[POSE]`), a tiny SAM behind `[SEG]`
-    and the box decoder behind `<LOC>`.
+    and the box decoder behind `<LOC>`; with `generation`, tiny diffusers decoders behind `[GEN]` and `[EDIT]`.
     """
     decoder_fields = {
         "routing_decoders": {"det": "object", "seg": "mask", "pose": "keypoint", "loc": "box"},
         "mask_decoder_config": tiny_sam_config(),
         "object_decoder_config": tiny_detector_config(),
     }
+    if generation:
+        decoder_fields["routing_decoders"].update(gen="text_to_image", edit="image_editing")
+        decoder_fields["generation_decoder_config"] = tiny_diffusion_config(editing=False)
+        decoder_fields["editing_decoder_config"] = tiny_diffusion_config(editing=True)
     return make_config(
         tiny_vision_config(),
         tiny_text_config(vocab_size),
@@ -162,9 +211,11 @@ def visionllm_v2_config(token_ids: dict[str, int] | None = None, vocab_size: int
 
 __all__ = [
     "demo_config",
+    "diffusion_decoder_config",
     "make_config",
     "tiny_config",
     "tiny_detector_config",
+    "tiny_diffusion_config",
     "tiny_sam_config",
     "tiny_text_config",
     "tiny_vision_config",

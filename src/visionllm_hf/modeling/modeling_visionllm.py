@@ -136,6 +136,7 @@ class VisionLLMPreTrainedModel(PreTrainedModel):
         "PromptableMaskDecoder",
         "ObjectDecoder",
         "KeypointDecoder",
+        "DiffusionImageDecoder",
     ]
     _supports_flash_attn = True
     _supports_sdpa = True
