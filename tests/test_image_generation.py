@@ -264,3 +264,40 @@ def test_build_loads_pretrained_diffusion_components(tmp_path):
     base, _ = build_tiny(seed=0)
     torch.testing.assert_close(model.lm_head.weight, base.lm_head.weight, atol=0, rtol=0)
     assert model.config.routing_decoders["gen"] == "text_to_image"
+
+
+def test_cli_trains_generation_and_editing_with_the_text_feature_loss(tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    from visionllm_hf.cli import main
+
+    save_tiny_pipeline(tmp_path / "sd", editing=False)
+    save_tiny_pipeline(tmp_path / "ip2p", editing=True)
+    base = tmp_path / "base"
+    assert main(["build", "--preset", "tiny", "--diffusion", str(tmp_path / "sd"), "--edit", str(tmp_path / "ip2p"),
+                 "--out", str(base)]) == 0
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, image in (("red.png", RED_DISC), ("green.png", GREEN_DISC)):
+        as_pil(image).save(data / name)
+    (data / "t2i.jsonl").write_text(json.dumps({"prompt": "a red disc", "image": "red.png"}) + "\n")
+    edit = {"input_image": "red.png", "instruction": "make the disc green", "image": "green.png"}
+    (data / "edit.jsonl").write_text(json.dumps(edit) + "\n")
+    output = tmp_path / "run"
+    argv = [
+        "train", "--model", str(base), "--stage", "v2-decoders-only", "--output_dir", str(output), "--max_steps", "6",
+        "--per_device_train_batch_size", "2", "--logging_steps", "1", "--save_steps", "6", "--use_cpu",
+        "--report_to", "none", "--samples_per_epoch", "6", "--caption_encoder", str(tmp_path / "sd"), "--data",
+        f"generation={data / 't2i.jsonl'},task=text_to_image", f"generation={data / 'edit.jsonl'},task=image_editing",
+    ]
+    assert main(argv) == 0
+    history = json.loads((output / "checkpoint-6" / "trainer_state.json").read_text())["log_history"]
+    logged = set().union(*history)
+    assert {"gen_noise_mse", "gen_text_mse", "edit_noise_mse", "edit_text_mse"} <= logged, logged
+    before, after = load_file(base / "model.safetensors"), load_file(output / "model.safetensors")
+    vae_keys = [key for key in before if ".vae." in key]
+    unet_keys = [key for key in before if key.startswith("decoders.gen.unet.")]
+    assert vae_keys and all(torch.equal(before[key], after[key]) for key in vae_keys)  # frozen
+    assert any(not torch.equal(before[key], after[key]) for key in unet_keys)

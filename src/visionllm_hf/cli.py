@@ -11,6 +11,7 @@ def build(args: argparse.Namespace) -> int:
     from .builder import (
         assemble_from_pretrained,
         build_demo,
+        build_processor,
         build_tiny,
         count_parameters,
         save_checkpoint,
@@ -44,6 +45,8 @@ def build(args: argparse.Namespace) -> int:
         from .builder.diffusion import add_diffusion_decoders
 
         model = add_diffusion_decoders(model, generation=args.diffusion, editing=args.edit)
+        image_processor = processor.image_processor  # new routing tokens: the processor inserts their queries
+        processor = build_processor(model.config, processor.tokenizer, image_processor.image_mean, image_processor.image_std)
     if not args.out:
         raise SystemExit("--out DIR is required to write a checkpoint")
     save_checkpoint(model, processor, args.out)

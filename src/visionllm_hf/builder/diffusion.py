@@ -44,22 +44,36 @@ def add_diffusion_decoders(
         decoder = combined.decoders[name]
         decoder.unet.load_state_dict(UNet2DConditionModel.from_pretrained(source, subfolder="unet").state_dict())
         decoder.vae.load_state_dict(AutoencoderKL.from_pretrained(source, subfolder="vae").state_dict())
-        null = empty_prompt_features(source, decoder.null_prompt_embeds.shape[0])
-        if null is not None:
-            decoder.null_prompt_embeds.copy_(null)
+        try:
+            captions = CaptionFeatures(source, length=decoder.null_prompt_embeds.shape[0])
+        except (OSError, ValueError):  # a pipeline folder without text encoder: the null embedding stays zero
+            continue
+        with torch.no_grad():
+            decoder.null_prompt_embeds.copy_(captions([""])[0])
     return combined
 
 
-@torch.no_grad()
-def empty_prompt_features(source: str, length: int) -> torch.Tensor | None:
-    """The pipeline's text-encoder features of `""` padded to `length` tokens, or None without a text encoder."""
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer")
-        text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder")
-    except (OSError, ValueError):
-        return None
-    ids = tokenizer("", padding="max_length", max_length=length, truncation=True, return_tensors="pt").input_ids
-    return text_encoder(ids).last_hidden_state[0]
+class CaptionFeatures:
+    """
+    Stable Diffusion's text-encoder features of captions, `(n, length, width)`: the targets of the `[GEN]` /
+    `[EDIT]` text-feature loss, and (for `""`) the unconditional embedding.
+
+    Arguments:
+        source (`str`): a diffusers pipeline (hub id or folder) with `tokenizer/` and `text_encoder/`.
+        length (`int`, defaults to 77): tokens per caption (padded or truncated).
+    """
+
+    def __init__(self, source: str, length: int = 77):
+        self.tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer")
+        self.text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder").eval()
+        self.length = length
+
+    @torch.no_grad()
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(
+            captions, padding="max_length", max_length=self.length, truncation=True, return_tensors="pt"
+        ).input_ids
+        return self.text_encoder(ids).last_hidden_state
 
 
-__all__ = ["add_diffusion_decoders", "empty_prompt_features"]
+__all__ = ["CaptionFeatures", "add_diffusion_decoders"]

@@ -27,9 +27,13 @@ class VisionLLMCollator:
         response_marker (`str`, defaults to `" ASSISTANT:"`): the text that opens every assistant turn in the
             rendered chat template.
         max_length (`int`, *optional*): truncate longer sequences (an error if that cuts into an image).
+        caption_features (`CaptionFeatures`, *optional*): Stable Diffusion's text encoder; targets with a
+            `caption` (generation and editing) then get its features as `text_embeds`, for the text-feature loss.
     """
 
-    def __init__(self, processor, response_marker: str = " ASSISTANT:", max_length: int | None = None):
+    def __init__(
+        self, processor, response_marker: str = " ASSISTANT:", max_length: int | None = None, caption_features=None
+    ):
         self.processor = processor
         tokenizer = processor.tokenizer
         self.response_ids = tokenizer.encode(response_marker, add_special_tokens=False)
@@ -39,6 +43,7 @@ class VisionLLMCollator:
             + [tokenizer.pad_token_id]
         )
         self.max_length = max_length
+        self.caption_features = caption_features
 
     def __call__(self, samples: list) -> dict:
         samples = [sample for item in samples for sample in (item if isinstance(item, list) else [item])]
@@ -58,8 +63,16 @@ class VisionLLMCollator:
         )
         batch["labels"] = self.answer_labels(batch["input_ids"])
         if any("targets" in sample for sample in samples):
-            batch["super_link_targets"] = [list(sample.get("targets", [])) for sample in samples]
+            batch["super_link_targets"] = [self._with_text_features(sample.get("targets", [])) for sample in samples]
         return batch
+
+    def _with_text_features(self, targets: list[dict]) -> list[dict]:
+        if self.caption_features is None or not any("caption" in target for target in targets):
+            return list(targets)
+        captioned = [target for target in targets if "caption" in target]
+        features = self.caption_features([target["caption"] for target in captioned])
+        by_id = {id(target): feature for target, feature in zip(captioned, features)}
+        return [{**target, "text_embeds": by_id[id(target)]} if id(target) in by_id else target for target in targets]
 
     def answer_labels(self, input_ids: torch.LongTensor) -> torch.LongTensor:
         """-100 everywhere except the assistant answers (marker excluded, end-of-sequence token included)."""

@@ -5,6 +5,8 @@
   `interactive_segmentation` (instances), `pose` (person_keypoints) and `caption` (captions);
 - `ReferringSource`: JSON lines `{"image", "expression", "box" and/or "mask", "category"}`, tasks `rec`, `res`,
   `region_caption`, `region_classification`;
+- `GenerationSource`: JSON lines of text-to-image pairs `{"prompt", "image"}` (task `text_to_image`) or edits
+  `{"input_image", "instruction", "image"}` (task `image_editing`);
 - `DatasetSource`: any `datasets.Dataset` with an image column and a column mapping.
 
 Every sample is built from its index and a random generator, with a random instruction template (and, for
@@ -58,6 +60,11 @@ REC_TEMPLATES = [
 RES_TEMPLATES = [
     "Please segment the {expression}.",
     "Can you give the mask of the {expression}?",
+]
+GENERATION_TEMPLATES = [
+    "Please generate an image of {prompt}",
+    "Draw this for me: {prompt}",
+    "Can you create a picture of {prompt}",
 ]
 
 
@@ -251,6 +258,46 @@ class ReferringSource:
         return conversation_sample(question, record["category"], [path], self.task, regions=[[region]])
 
 
+class GenerationSource:
+    """
+    Image generation data as JSON lines (image paths relative to the image folder):
+
+    - task `text_to_image`: `{"prompt": "a red circle", "image": "out.png"}`; the answer is `<prompt> [GEN]`;
+    - task `image_editing`: `{"input_image": "in.png", "instruction": "make it blue", "image": "out.png"}`; the
+      input is the sample's `<image>`, the answer `<instruction> [EDIT]`.
+
+    The target holds the image to produce as a `(3, h, w)` tensor in [0, 1] and the prompt or instruction as
+    `caption` (for the text-feature loss, see `CaptionFeatures`).
+    """
+
+    tasks = ("text_to_image", "image_editing")
+
+    def __init__(self, path: str, image_folder: str | None = None, task: str = "text_to_image"):
+        if task not in self.tasks:
+            raise ValueError(f"unknown generation task '{task}'; choose from {self.tasks}")
+        self.records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        self.image_folder = Path(image_folder or Path(path).parent)
+        self.task = task
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def sample(self, index: int, rng: random.Random) -> dict:
+        record = self.records[index]
+        text_key = "prompt" if self.task == "text_to_image" else "instruction"
+        needed = ["image", text_key] + (["input_image"] if self.task == "image_editing" else [])
+        missing = [key for key in needed if key not in record]
+        if missing:
+            raise ValueError(f"generation record {index} has no {missing} (task '{self.task}' needs them)")
+        text = record[text_key].strip()
+        target = {"image": _image_tensor(self.image_folder / record["image"]), "caption": text}
+        if self.task == "text_to_image":
+            question = rng.choice(GENERATION_TEMPLATES).format(prompt=text)
+            return conversation_sample(question, f"{text.rstrip('.')} [GEN].", [], self.task, targets=[target])
+        source = str(self.image_folder / record["input_image"])
+        return conversation_sample(text, f"{text.rstrip('.')} [EDIT].", [source], self.task, targets=[target])
+
+
 class DatasetSource:
     """
     Any `datasets.Dataset` (or indexable of dicts) with an image column, mapped by column names: either a
@@ -327,6 +374,13 @@ def _boxes(annotations: list, image: dict) -> torch.Tensor:
     return boxes / torch.tensor([image["width"], image["height"]] * 2, dtype=torch.float32)
 
 
+def _image_tensor(path: Path) -> torch.Tensor:
+    """An image file -> `(3, h, w)` float tensor in [0, 1]."""
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+    return torch.from_numpy(pixels).permute(2, 0, 1)
+
+
 def _masks(annotations: list, image: dict) -> torch.Tensor:
     """COCO polygons or RLE -> `(n, height, width)` float masks (pycocotools)."""
     height, width = image["height"], image["width"]
@@ -347,6 +401,7 @@ __all__ = [
     "CocoSource",
     "ConversationSource",
     "DatasetSource",
+    "GenerationSource",
     "MixedTaskDataset",
     "ReferringSource",
     "conversation_sample",

@@ -4,6 +4,7 @@ The numbers come from the papers: VisionLLM v2 table A12 (paper 002), RegionGPT 
 u-LLaVA section 4 (paper 004). All use AdamW with weight decay 0 and a cosine schedule with 3% warm-up.
 """
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -76,9 +77,14 @@ STAGES = {
 }
 
 
+ALWAYS_FROZEN = re.compile(r"^decoders\.[^.]+\.vae\.")  # the diffusion decoders' VAE (SD, InstructPix2Pix)
+
+
 def module_group(parameter_name: str) -> str | None:
-    """The group a parameter belongs to (PEFT's `base_model.model.` prefix ignored)."""
+    """The group a parameter belongs to (PEFT's `base_model.model.` prefix ignored); None for frozen-always."""
     name = parameter_name.removeprefix("base_model.model.")
+    if ALWAYS_FROZEN.match(name):
+        return None
     for group, prefixes in MODULE_GROUPS.items():
         if name.startswith(prefixes):
             return group

@@ -20,16 +20,22 @@ from huggingface_hub import HfApi
 from transformers import HfArgumentParser, TrainerCallback, TrainingArguments
 
 from ..builder.checkpoint import save_checkpoint
+from ..builder.diffusion import CaptionFeatures
 from ..model_cards import render_model_card
 from ..modeling import VisionLLMForConditionalGeneration
 from ..processing import VisionLLMProcessor
 from .collator import VisionLLMCollator
-from .data import CocoSource, ConversationSource, MixedTaskDataset, ReferringSource
+from .data import CocoSource, ConversationSource, GenerationSource, MixedTaskDataset, ReferringSource
 from .lora import save_adapter
 from .stages import STAGES, apply_stage, build_optimizer
 from .trainer import VisionLLMTrainer
 
-SOURCES = {"conversation": ConversationSource, "coco": CocoSource, "referring": ReferringSource}
+SOURCES = {
+    "conversation": ConversationSource,
+    "coco": CocoSource,
+    "referring": ReferringSource,
+    "generation": GenerationSource,
+}
 
 
 @dataclass
@@ -38,7 +44,7 @@ class VisionLLMTrainArguments:
     data: list[str] = field(
         metadata={
             "help": "one or more FORMAT=PATH[,images=DIR][,task=TASK][,ratio=R] after a single --data; "
-            "FORMAT: conversation, coco, referring"
+            "FORMAT: conversation, coco, referring, generation"
         }
     )
     stage: str = field(default="v2-decoders", metadata={"help": f"one of {sorted(STAGES)}"})
@@ -48,6 +54,13 @@ class VisionLLMTrainArguments:
         default=1.0, metadata={"help": "multiplies every learning rate of the stage preset (tiny models, short runs)"}
     )
     save_merged: bool = field(default=True, metadata={"help": "with LoRA, also save the merged full model"})
+    caption_encoder: str | None = field(
+        default=None,
+        metadata={
+            "help": "Stable Diffusion pipeline (hub id or folder) whose text encoder gives the targets of the "
+            "[GEN]/[EDIT] text-feature loss"
+        },
+    )
 
 
 def parse_data_spec(spec: str):
@@ -135,7 +148,11 @@ def train(argv: list[str]) -> Path:
         model=model,
         args=training_args,
         train_dataset=dataset,
-        data_collator=VisionLLMCollator(processor, max_length=options.max_length),
+        data_collator=VisionLLMCollator(
+            processor,
+            max_length=options.max_length,
+            caption_features=CaptionFeatures(options.caption_encoder) if options.caption_encoder else None,
+        ),
         processing_class=processor,
         optimizers=(build_optimizer(model, options.stage, options.learning_rate_scale), None),
         callbacks=[ModelCardCallback(card_kwargs, model)],
