@@ -13,11 +13,16 @@ from torchvision.ops import box_iou
 
 
 def coco_average_precision(
-    ground_truth: COCO, results: list[dict], iou_type: str, keypoint_sigmas: list[float] | None = None
+    ground_truth: COCO,
+    results: list[dict],
+    iou_type: str,
+    keypoint_sigmas: list[float] | None = None,
+    category_ids: list[int] | None = None,
 ) -> dict[str, float]:
     """
     COCOeval over `results` (COCO result format: `bbox` xywh, `segmentation` RLE or `keypoints`, `score`,
-    `category_id`, `image_id`). Returns `AP` (0.50:0.95) and `AP50`; zeros when there are no results.
+    `category_id`, `image_id`), over `category_ids` only when given. Returns `AP` (0.50:0.95) and `AP50`; zeros
+    when there are no results.
     """
     if not results:
         return {"AP": 0.0, "AP50": 0.0}
@@ -25,6 +30,8 @@ def coco_average_precision(
         predictions = ground_truth.loadRes(results)
         evaluator = COCOeval(ground_truth, predictions, iou_type)
         evaluator.params.imgIds = sorted({r["image_id"] for r in results})
+        if category_ids is not None:
+            evaluator.params.catIds = list(category_ids)
         if keypoint_sigmas is not None:
             evaluator.params.kpt_oks_sigmas = np.asarray(keypoint_sigmas, dtype=np.float64)
         evaluator.evaluate()

@@ -10,17 +10,22 @@ from dataclasses import dataclass
 import torch
 from peft import LoraConfig, get_peft_model
 
+from ..modeling.configuration_visionllm_v1 import MAX_BOUNDARY_POINTS
 from ..processing.special_tokens import SPECIAL_TOKENS
 
-# module group -> parameter-name prefixes in VisionLLMForConditionalGeneration
+# module group -> parameter-name prefixes in VisionLLMForConditionalGeneration (v2) and, after them, in
+# VisionLLMv1ForConditionalGeneration (the first matching group wins, so the v1 backbone precedes its tokenizer)
 MODULE_GROUPS = {
     "vision_tower": ("model.vision_tower.",),
-    "projector": ("model.multi_modal_projector.",),
+    "projector": ("model.multi_modal_projector.", "projector.", "location_embedding."),
     "region_encoder": ("model.region_encoder.",),
-    "llm": ("model.language_model.", "lm_head."),
+    "llm": ("model.language_model.", "lm_head.", "language_model."),
     "super_link": ("model.super_link.",),
     "decoders": ("decoders.",),
+    "image_backbone": ("image_tokenizer.detector.backbone.backbone.",),
+    "image_tokenizer": ("image_tokenizer.",),
 }
+V2_GROUPS = ("vision_tower", "projector", "region_encoder", "llm", "super_link", "decoders")
 LLM_LINEAR_LAYERS = r".*language_model\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 
@@ -38,6 +43,7 @@ class StagePreset:
     lora: dict[str, int] | None = None
     description: str = ""
     weight_decay: float = 0.0
+    model_type: str = "visionllm"  # the model family the preset is for
 
 
 STAGES = {
@@ -67,12 +73,24 @@ STAGES = {
         description="RegionGPT finetuning: refinement, connector and LLM",
     ),
     "from-scratch": StagePreset(
-        {group: 1e-3 for group in MODULE_GROUPS},
+        {group: 1e-3 for group in V2_GROUPS},
         description="every module trained from random initialisation (the synthetic demo model)",
     ),
     "ullava": StagePreset(
         {"projector": 2e-5, "llm": 2e-5, "super_link": 2e-5, "decoders": 2e-5},
         description="u-LLaVA instruction training: projector, LLM, <LOC>/<SEG> projectors and decoders",
+    ),
+    "v1-stage1": StagePreset(
+        {"image_backbone": 2e-5, "image_tokenizer": 2e-4, "projector": 2e-4, "llm": 2e-4},
+        lora={"r": 8, "alpha": 16},
+        description="VisionLLM v1 stage 1: detection; image tokenizer trainable, LLM through LoRA",
+        model_type="visionllm_v1",
+    ),
+    "v1-stage2": StagePreset(
+        {"image_tokenizer": 2e-4, "projector": 2e-4, "llm": 2e-4},
+        lora={"r": 8, "alpha": 16},
+        description="VisionLLM v1 stage 2: multi-task; backbone frozen, tokenizer and LoRA trained",
+        model_type="visionllm_v1",
     ),
 }
 
@@ -99,8 +117,10 @@ def apply_stage(model, stage: str):
     if stage not in STAGES:
         raise ValueError(f"unknown stage '{stage}'; choose from {sorted(STAGES)}")
     preset = STAGES[stage]
+    if model.config.model_type != preset.model_type:
+        raise ValueError(f"stage '{stage}' is for {preset.model_type} models, not {model.config.model_type}")
     if preset.lora is not None:
-        new_rows = [getattr(model.config, name) for name in SPECIAL_TOKENS if getattr(model.config, name) is not None]
+        new_rows = new_token_rows(model.config)
         lora = LoraConfig(
             r=preset.lora["r"],
             lora_alpha=preset.lora["alpha"],
@@ -115,6 +135,13 @@ def apply_stage(model, stage: str):
             continue  # PEFT decides: adapters and new token rows train, the base weights stay frozen
         parameter.requires_grad_(group in preset.learning_rates)
     return model
+
+
+def new_token_rows(config) -> list[int]:
+    """Embedding rows of the tokens VisionLLM added to the vocabulary (trained under LoRA)."""
+    if config.model_type == "visionllm_v1":  # added in one run: <image> ... <y24>
+        return list(range(config.image_token_id, config.coordinate_query_start_id + 2 * MAX_BOUNDARY_POINTS))
+    return [getattr(config, name) for name in SPECIAL_TOKENS if getattr(config, name) is not None]
 
 
 def build_optimizer(model, stage: str, learning_rate_scale: float = 1.0) -> torch.optim.Optimizer:

@@ -50,8 +50,9 @@ class VisionLLMTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
         loss = outputs.loss + _zero_weighted_unused(model, outputs)
-        components = {"lm_loss": outputs.lm_loss} if outputs.lm_loss is not None else {}
-        components.update(outputs.decoder_losses or {})
+        lm_loss = getattr(outputs, "lm_loss", None)  # VisionLLM v1 outputs carry only `loss`
+        components = {"lm_loss": lm_loss} if lm_loss is not None else {}
+        components.update(getattr(outputs, "decoder_losses", None) or {})
         if model.training:
             self.component_losses.add(components)
         return (loss, outputs) if return_outputs else loss
