@@ -132,11 +132,13 @@ def test_training_the_object_decoder_on_one_image_finds_its_box():
     assert errors[closest] < 0.15 and results[0]["labels"][closest] == "square"
 
 
-def test_v1_checkpoint_loads_without_the_package(tiny_v1, tmp_path):
-    model, processor = tiny_v1
+def test_v1_checkpoint_loads_without_the_package(tmp_path):
+    from visionllm_hf.cli import main
+
     folder = tmp_path / "v1"
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    assert main(["build", "--preset", "tiny-v1", "--seed", "0", "--out", str(folder)]) == 0
+    model, processor = build_tiny_v1(seed=0)  # what the command built (M = 100)
+    model.eval()
     images = [random_image(48, 64, seed=1), random_image(80, 40, seed=2)]
     kwargs = {"images": images, "text": [PROMPT, "<image> Find every <class>."], "categories": [["a", "b"], ["c"]]}
     torch.save(kwargs, tmp_path / "inputs.pt")

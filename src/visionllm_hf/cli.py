@@ -36,6 +36,10 @@ def build(args: argparse.Namespace) -> int:
         model, processor = build_tiny(seed=args.seed)
     elif args.preset == "demo":
         model, processor = build_demo(seed=args.seed)
+    elif args.preset == "tiny-v1":
+        from .builder.v1 import build_tiny_v1
+
+        model, processor = build_tiny_v1(seed=args.seed)
     else:
         raise SystemExit(
             f"--preset {args.preset} has no random build here: add --meta to count its parameters, or give "
@@ -98,7 +102,7 @@ def make_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     build_parser = commands.add_parser("build", help="write a checkpoint: a preset or pretrained parts")
-    build_parser.add_argument("--preset", choices=["tiny", "demo", "visionllm-v2"], default="tiny")
+    build_parser.add_argument("--preset", choices=["tiny", "demo", "tiny-v1", "visionllm-v2"], default="tiny")
     build_parser.add_argument("--out", help="folder to write the checkpoint to")
     build_parser.add_argument("--meta", action="store_true", help="only count parameters, on the meta device")
     build_parser.add_argument("--vision", help="hub id or folder of the pretrained vision tower")

@@ -49,6 +49,13 @@ def count_parameters(model: VisionLLMForConditionalGeneration) -> dict[str, int]
     def count(module: torch.nn.Module) -> int:
         return sum(parameter.numel() for parameter in module.parameters())
 
+    if model.config.model_type == "visionllm_v1":
+        counts = {
+            "image_tokenizer": count(model.image_tokenizer),
+            "projector": count(model.projector) + count(model.location_embedding),
+            "llm": count(model.language_model) + count(model.lm_head),
+        }
+        return {**counts, "total": sum(counts.values())}
     llm = count(model.model.language_model)
     if not model.config.tie_word_embeddings:
         llm += count(model.lm_head)
