@@ -92,6 +92,11 @@ STAGES = {
         description="VisionLLM v1 stage 2: multi-task; backbone frozen, tokenizer and LoRA trained",
         model_type="visionllm_v1",
     ),
+    "v1-from-scratch": StagePreset(
+        {"image_backbone": 1e-3, "image_tokenizer": 1e-3, "projector": 1e-3, "llm": 1e-3},
+        description="every VisionLLM v1 module trained from random initialisation (no pretrained LLM to adapt)",
+        model_type="visionllm_v1",
+    ),
 }
 
 
