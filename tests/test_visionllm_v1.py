@@ -189,3 +189,22 @@ def test_v1_stages_freeze_and_train_what_they_say(stage):
             assert module_group(name) in preset.learning_rates, f"{stage}: frozen {name} changed"
     assert set(preset.learning_rates) - {"llm"} <= changed
     assert ("image_backbone" in changed) == (stage != "v1-stage2")
+
+
+def test_boundary_points_decode_to_polygons_and_masks_in_pixels(tiny_v1):
+    model, processor = tiny_v1
+    inputs = inputs_for(processor)
+    with torch.no_grad():
+        decoded = model.decode_objects(**inputs, num_fields=1 + 2 * 8)  # <cls> and 8 boundary points
+    assert decoded.logits.shape[:3] == (2, 12, 17)
+    results = processor.post_process_generation(decoded, model.config, [["a", "b"], ["c"]], target_sizes=[(48, 64), (80, 40)])
+    for result, (height, width) in zip(results, [(48, 64), (80, 40)]):
+        polygons, masks, boxes = result["polygons"], result["masks"], result["boxes"]
+        assert polygons.shape == (12, 8, 2) and masks.shape == (12, height, width) and masks.dtype == torch.bool
+        assert masks.flatten(1).any(-1).all()  # random polygons still cover pixels
+        assert (polygons[..., 0] <= width).all() and (polygons[..., 1] <= height).all()
+        for mask, box in zip(masks, boxes):
+            rows, columns = mask.nonzero(as_tuple=True)
+            if len(rows):  # every mask pixel lies inside the polygon's box
+                assert columns.min() >= box[0] - 1 and columns.max() <= box[2] + 1
+                assert rows.min() >= box[1] - 1 and rows.max() <= box[3] + 1

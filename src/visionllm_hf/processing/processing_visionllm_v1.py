@@ -122,6 +122,10 @@ class VisionLLMv1Processor(ProcessorMixin):
         return results
 
 
+    # the name the VisionLLM v2 processor uses for its structured results
+    post_process_generation = post_process_object_detection
+
+
 def _as_rgb(image):
     if isinstance(image, Image.Image):
         return image.convert("RGB")
