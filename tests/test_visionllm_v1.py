@@ -208,3 +208,32 @@ def test_boundary_points_decode_to_polygons_and_masks_in_pixels(tiny_v1):
             if len(rows):  # every mask pixel lies inside the polygon's box
                 assert columns.min() >= box[0] - 1 and columns.max() <= box[2] + 1
                 assert rows.min() >= box[1] - 1 and rows.max() <= box[3] + 1
+
+
+def test_cli_fine_tunes_a_v1_checkpoint_on_coco_data(tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    from visionllm_hf.cli import main
+
+    base, data, output = tmp_path / "base", tmp_path / "data", tmp_path / "run"
+    assert main(["build", "--preset", "tiny-v1", "--out", str(base)]) == 0
+    assert main(["synth", "--out", str(data), "--num-images", "6", "--seed", "0"]) == 0
+    argv = [
+        "train", "--model", str(base), "--stage", "v1-stage1", "--output_dir", str(output), "--max_steps", "3",
+        "--per_device_train_batch_size", "2", "--logging_steps", "1", "--save_steps", "3", "--use_cpu",
+        "--report_to", "none", "--data", f"v1detection={data / 'instances.json'},images={data / 'images'}",
+    ]
+    assert main(argv) == 0
+    losses = [e["loss"] for e in json.loads((output / "checkpoint-3" / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    assert len(losses) == 3 and all(loss > 0 for loss in losses)
+    before, after = load_file(base / "model.safetensors"), load_file(output / "model.safetensors")  # merged
+    changed = {key.split(".")[0] for key in before if not torch.equal(before[key], after[key])}
+    assert {"image_tokenizer", "projector", "language_model"} <= changed
+    assert type(AutoModel.from_pretrained(output)).__name__ == "VisionLLMv1ForConditionalGeneration"
+    assert "language-guided deformable_detr" in (output / "README.md").read_text()
+    with pytest.raises(ValueError, match="v1detection data trains VisionLLM v1 checkpoints"):
+        main(["train", "--model", str(base), "--output_dir", str(tmp_path / "bad"), "--stage", "v1-stage1",
+              "--max_steps", "1", "--use_cpu", "--data", f"conversation={data / 'conversations.json'},images={data / 'images'}"])

@@ -18,8 +18,11 @@ from .modeling import (
     VisionLLMForConditionalGeneration,
     VisionLLMModel,
     VisionLLMPreTrainedModel,
+    VisionLLMv1Config,
+    VisionLLMv1ForConditionalGeneration,
 )
 from .processing import VisionLLMImageProcessor, VisionLLMProcessor
+from .processing.processing_visionllm_v1 import VisionLLMv1Processor
 
 __version__ = "0.1.0"
 
@@ -33,11 +36,17 @@ AutoImageProcessor.register(
     exist_ok=True,
 )
 AutoProcessor.register(VisionLLMConfig, VisionLLMProcessor, exist_ok=True)
+AutoConfig.register(VisionLLMv1Config.model_type, VisionLLMv1Config, exist_ok=True)
+AutoModel.register(VisionLLMv1Config, VisionLLMv1ForConditionalGeneration, exist_ok=True)
+AutoProcessor.register(VisionLLMv1Config, VisionLLMv1Processor, exist_ok=True)
 
 __all__ = [
     "VisionLLMCausalLMOutputWithPast",
     "VisionLLMConfig",
     "VisionLLMForConditionalGeneration",
+    "VisionLLMv1Config",
+    "VisionLLMv1ForConditionalGeneration",
+    "VisionLLMv1Processor",
     "VisionLLMImageProcessor",
     "VisionLLMModel",
     "VisionLLMPreTrainedModel",

@@ -25,7 +25,13 @@ def render_model_card(
     from ..builder.checkpoint import count_parameters
 
     config = model.config
-    decoders = ", ".join(f"`{ROUTING_TOKENS[name]}` -> {kind}" for name, kind in config.routing_decoders.items())
+    if config.model_type == "visionllm_v1":
+        detector = config.detector_config
+        vision_tower = f"language-guided {detector.model_type} ({detector.backbone_config.model_type} backbone)"
+        decoders = ""
+    else:
+        vision_tower = config.vision_config.model_type
+        decoders = ", ".join(f"`{ROUTING_TOKENS[name]}` -> {kind}" for name, kind in config.routing_decoders.items())
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="image-text-to-text",
@@ -39,7 +45,7 @@ def render_model_card(
         template_str=template,
         model_name=model_name,
         repo_id=repo_id or model_name,
-        vision_tower=config.vision_config.model_type,
+        vision_tower=vision_tower,
         language_model=config.text_config.model_type,
         decoders=decoders,
         parameters=count_parameters(model),

@@ -1,4 +1,5 @@
 from .configuration_visionllm import VisionLLMConfig
+from .configuration_visionllm_v1 import VisionLLMv1Config
 from .modeling_visionllm import (
     VisionLLMCausalLMOutputWithPast,
     VisionLLMForConditionalGeneration,
@@ -6,6 +7,7 @@ from .modeling_visionllm import (
     VisionLLMModelOutputWithPast,
     VisionLLMPreTrainedModel,
 )
+from .modeling_visionllm_v1 import VisionLLMv1ForConditionalGeneration
 
 __all__ = [
     "VisionLLMCausalLMOutputWithPast",
@@ -14,4 +16,6 @@ __all__ = [
     "VisionLLMModel",
     "VisionLLMModelOutputWithPast",
     "VisionLLMPreTrainedModel",
+    "VisionLLMv1Config",
+    "VisionLLMv1ForConditionalGeneration",
 ]

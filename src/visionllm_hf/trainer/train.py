@@ -17,24 +17,27 @@ from importlib import resources
 from pathlib import Path
 
 from huggingface_hub import HfApi
-from transformers import HfArgumentParser, TrainerCallback, TrainingArguments
+from transformers import AutoConfig, HfArgumentParser, TrainerCallback, TrainingArguments
 
 from ..builder.checkpoint import save_checkpoint
 from ..builder.diffusion import CaptionFeatures
 from ..model_cards import render_model_card
-from ..modeling import VisionLLMForConditionalGeneration
+from ..modeling import VisionLLMForConditionalGeneration, VisionLLMv1ForConditionalGeneration
 from ..processing import VisionLLMProcessor
+from ..processing.processing_visionllm_v1 import VisionLLMv1Processor
 from .collator import VisionLLMCollator
 from .data import CocoSource, ConversationSource, GenerationSource, MixedTaskDataset, ReferringSource
 from .lora import save_adapter
 from .stages import STAGES, apply_stage, build_optimizer
 from .trainer import VisionLLMTrainer
+from .v1_data import V1DetectionSource, VisionLLMv1Collator
 
 SOURCES = {
     "conversation": ConversationSource,
     "coco": CocoSource,
     "referring": ReferringSource,
     "generation": GenerationSource,
+    "v1detection": V1DetectionSource,  # VisionLLM v1 checkpoints only
 }
 
 
@@ -44,7 +47,7 @@ class VisionLLMTrainArguments:
     data: list[str] = field(
         metadata={
             "help": "one or more FORMAT=PATH[,images=DIR][,task=TASK][,ratio=R] after a single --data; "
-            "FORMAT: conversation, coco, referring, generation"
+            "FORMAT: conversation, coco, referring, generation (VisionLLM v2 checkpoints), v1detection (v1)"
         }
     )
     stage: str = field(default="v2-decoders", metadata={"help": f"one of {sorted(STAGES)}"})
@@ -71,10 +74,10 @@ def parse_data_spec(spec: str):
         raise ValueError(f"data spec '{spec}' must start with one of {sorted(SOURCES)}=PATH")
     settings = dict(option.split("=", 1) for option in options)
     ratio = float(settings.pop("ratio", 1.0))
-    if kind == "coco":
+    if kind in ("coco", "v1detection"):
         if "images" not in settings:
             raise ValueError(f"data spec '{spec}': COCO data needs images=DIR")
-        source = CocoSource(path, settings.pop("images"), **settings)
+        source = SOURCES[kind](path, settings.pop("images"), **settings)
     else:
         source = SOURCES[kind](path, settings.pop("images", None), **settings)
     return source, ratio
@@ -122,9 +125,11 @@ def train(argv: list[str]) -> Path:
     training_args.per_device_train_batch_size = 1  # each dataset item is already one device batch
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
 
-    model = VisionLLMForConditionalGeneration.from_pretrained(options.model)
-    processor = VisionLLMProcessor.from_pretrained(options.model)
+    model, processor, collator = load_for_training(options)
     sources, ratios = zip(*(parse_data_spec(spec) for spec in options.data))
+    is_v1 = model.config.model_type == "visionllm_v1"
+    if any(isinstance(source, V1DetectionSource) != is_v1 for source in sources):
+        raise ValueError("v1detection data trains VisionLLM v1 checkpoints, and only they take it")
     dataset = MixedTaskDataset(
         list(sources), list(ratios), batch_size=group_batch_size, length=options.samples_per_epoch,
         seed=training_args.seed,
@@ -148,11 +153,7 @@ def train(argv: list[str]) -> Path:
         model=model,
         args=training_args,
         train_dataset=dataset,
-        data_collator=VisionLLMCollator(
-            processor,
-            max_length=options.max_length,
-            caption_features=CaptionFeatures(options.caption_encoder) if options.caption_encoder else None,
-        ),
+        data_collator=collator,
         processing_class=processor,
         optimizers=(build_optimizer(model, options.stage, options.learning_rate_scale), None),
         callbacks=[ModelCardCallback(card_kwargs, model)],
@@ -169,6 +170,19 @@ def train(argv: list[str]) -> Path:
             api.create_repo(repo_id, private=training_args.hub_private_repo, exist_ok=True)
             api.upload_folder(repo_id=repo_id, folder_path=output, commit_message=f"visionllm-hf {options.stage}")
     return output
+
+
+def load_for_training(options: VisionLLMTrainArguments):
+    """The checkpoint's model, processor and collator: VisionLLM v2 (and RegionGPT / u-LLaVA) or VisionLLM v1."""
+    if AutoConfig.from_pretrained(options.model).model_type == "visionllm_v1":
+        processor = VisionLLMv1Processor.from_pretrained(options.model)
+        model = VisionLLMv1ForConditionalGeneration.from_pretrained(options.model)
+        return model, processor, VisionLLMv1Collator(processor)
+    processor = VisionLLMProcessor.from_pretrained(options.model)
+    model = VisionLLMForConditionalGeneration.from_pretrained(options.model)
+    caption_features = CaptionFeatures(options.caption_encoder) if options.caption_encoder else None
+    collator = VisionLLMCollator(processor, max_length=options.max_length, caption_features=caption_features)
+    return model, processor, collator
 
 
 def save_final(model, processor, output: Path, merge: bool):
