@@ -3,21 +3,11 @@
 Usage: python fresh_env_v1.py CHECKPOINT INPUTS.pt OUT.pt (INPUTS.pt: the processor's keyword arguments)
 """
 
-import importlib.abc
 import sys
 
-
-class BlockVisionLLMHF(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "visionllm_hf" or name.startswith("visionllm_hf."):
-            raise ModuleNotFoundError(f"No module named '{name}' (blocked: this process stands for a fresh venv)")
-        return None
-
-
-sys.meta_path.insert(0, BlockVisionLLMHF())
-
-import torch  # noqa: E402
-from transformers import AutoModel, AutoProcessor  # noqa: E402
+import fresh_env_load  # noqa: F401  (installs the import blocker: visionllm_hf, plus BLOCK_MODULES)
+import torch
+from transformers import AutoModel, AutoProcessor
 
 
 def main(checkpoint: str, inputs_file: str, out_file: str):
@@ -30,6 +20,7 @@ def main(checkpoint: str, inputs_file: str, out_file: str):
         logits = model(**inputs).logits
     results = processor.post_process_object_detection(decoded, model.config, processor_kwargs["categories"])
     modules = sorted({type(obj).__module__ for obj in (model, processor)})
+    assert not any(name.split(".")[0] in fresh_env_load.BLOCKED for name in sys.modules)
     torch.save({"objects": decoded.logits, "logits": logits, "results": results, "modules": modules}, out_file)
 
 

@@ -59,21 +59,27 @@ def test_checkpoint_folder_holds_safetensors_auto_map_and_flat_code(tiny_checkpo
                 assert not any(module.startswith("visionllm_hf") for module in modules), name
 
 
-def load_in_fresh_environment(checkpoint: Path, processor_kwargs: dict, workdir: Path, block: str = "") -> dict:
+def run_in_fresh_environment(script: str, checkpoint: Path, inputs: dict, workdir: Path, block: str = "") -> dict:
     """
-    Load `checkpoint` in a subprocess where visionllm_hf (and the comma-separated `block` packages) cannot be
-    imported; its logits on the inputs.
+    Run tests/`script` on `checkpoint` and `inputs` in a subprocess where visionllm_hf (and the comma-separated
+    `block` packages) cannot be imported; what it saved, with its classes checked to be the checkpoint's code.
     """
-    torch.save(processor_kwargs, workdir / "inputs.pt")
+    torch.save(inputs, workdir / "inputs.pt")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(workdir / "modules"), "BLOCK_MODULES": block}
-    script = Path(__file__).with_name("fresh_env_load.py")
     result = subprocess.run(
-        [sys.executable, str(script), str(checkpoint), str(workdir / "inputs.pt"), str(workdir / "out.pt")],
+        [sys.executable, str(Path(__file__).with_name(script)), str(checkpoint), str(workdir / "inputs.pt"),
+         str(workdir / "out.pt")],
         env=env, cwd=workdir, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = torch.load(workdir / "out.pt", weights_only=False)  # written by our own subprocess
     assert all(module.startswith("transformers_modules.") for module in loaded["modules"]), loaded["modules"]
+    return loaded
+
+
+def load_in_fresh_environment(checkpoint: Path, processor_kwargs: dict, workdir: Path, block: str = "") -> dict:
+    """A VisionLLM (v2) checkpoint loaded without the package: logits, a pipeline answer, generation results."""
+    loaded = run_in_fresh_environment("fresh_env_load.py", checkpoint, processor_kwargs, workdir, block)
     assert isinstance(loaded["answer"], str) and loaded["answer"]
     assert loaded["blocked_loaded"] == []
     return loaded

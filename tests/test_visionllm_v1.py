@@ -1,10 +1,5 @@
 """VisionLLM (v1): location tokens, output-format-as-query decoding, class sets, trust_remote_code loading."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from transformers.cache_utils import DynamicCache
@@ -14,6 +9,7 @@ from visionllm_hf.modeling.modeling_visionllm_v1 import decode_location, encode_
 from visionllm_hf.processing.processing_visionllm_v1 import location_token
 
 from .helpers import random_image
+from .test_hub_packaging import run_in_fresh_environment
 
 PROMPT = "<image> Please detect the objects of <class> in the image. The range of coordinates is <range>."
 
@@ -141,16 +137,7 @@ def test_v1_checkpoint_loads_without_the_package(tmp_path):
     model.eval()
     images = [random_image(48, 64, seed=1), random_image(80, 40, seed=2)]
     kwargs = {"images": images, "text": [PROMPT, "<image> Find every <class>."], "categories": [["a", "b"], ["c"]]}
-    torch.save(kwargs, tmp_path / "inputs.pt")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    script = Path(__file__).with_name("fresh_env_v1.py")
-    result = subprocess.run(
-        [sys.executable, str(script), str(folder), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    loaded = torch.load(tmp_path / "out.pt", weights_only=False)
-    assert all(module.startswith("transformers_modules.") for module in loaded["modules"]), loaded["modules"]
+    loaded = run_in_fresh_environment("fresh_env_v1.py", folder, kwargs, tmp_path)
     inputs = processor(**kwargs)
     with torch.no_grad():
         expected = model.decode_objects(**inputs, num_fields=5).logits

@@ -82,6 +82,7 @@ class DiffusionImageDecoder(nn.Module):
         self.image_size = int(config["image_size"])
         self.condition_dropout = float(config.get("condition_dropout", 0.05))
         self.scheduler_config = dict(config["scheduler"])
+        self.noise_scheduler = DDPMScheduler.from_config(self.scheduler_config)  # adds training noise
         self.unet = UNet2DConditionModel.from_config(config["unet"])
         self.vae = AutoencoderKL.from_config(config["vae"])
         self.vae.requires_grad_(False)  # frozen, as in VisionLLM v2 and InstructPix2Pix training
@@ -129,7 +130,7 @@ class DiffusionImageDecoder(nn.Module):
         target_images = torch.stack([self._target_pixels(target, prompt_embeds.device) for target in targets])
         latents = self._latents(target_images, sample=True)
         noise = torch.randn_like(latents)
-        scheduler = DDPMScheduler.from_config(self.scheduler_config)
+        scheduler = self.noise_scheduler
         steps = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), device=latents.device)
         noisy = scheduler.add_noise(latents, noise, steps)
         condition = prompt_embeds
