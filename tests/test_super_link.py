@@ -214,6 +214,51 @@ def test_gradients_reach_queries_projections_llm_and_every_decoder(tiny):
     model.zero_grad()
 
 
+def test_object_decoder_supervises_earlier_layers_and_encoder_proposals(tiny):
+    model, processor = tiny
+    inputs = processor(images=[random_image(64, 64, seed=2)], text=["<image> ball [DET], cup [DET]"])
+    targets = [[{"boxes": [[0.1, 0.2, 0.4, 0.5]]}, {"boxes": [[0.5, 0.5, 0.9, 0.8], [0.6, 0.1, 0.8, 0.3]]}]]
+    decoder = model.decoders["det"]
+    captured = {}
+    hook = decoder.detector.register_forward_hook(lambda module, args, kwargs, output: captured.update(output=output),
+                                                  with_kwargs=True)
+    predictions = {}
+    prediction_hook = decoder.register_forward_hook(lambda module, args, output: predictions.update(output))
+    model.train()
+    model.zero_grad()
+    try:
+        output = model(**inputs, super_link_targets=targets)
+        output.loss.backward()
+    finally:
+        hook.remove()
+        prediction_hook.remove()
+        model.eval()
+    detector_output = captured["output"]
+    layer_0, proposals = predictions["auxiliary"]  # two decoder layers: the first one, then the encoder proposals
+    # the detector refines each layer's boxes into the next layer's reference points, and starts from the proposals
+    torch.testing.assert_close(layer_0["boxes"], detector_output.intermediate_reference_points[:, 0])
+    torch.testing.assert_close(proposals["boxes"], detector_output.encoder_pred_boxes)
+    assert torch.isinf(layer_0["logits"]).sum() == 0 and layer_0["logits"].shape == predictions["logits"].shape
+    assert {"det_aux_class", "det_aux_l1", "det_aux_giou"} <= set(output.decoder_losses)
+    # the proposal heads that pick the queries' starting boxes learn from the encoder term, and only from it
+    detector = decoder.detector.model
+    heads = (detector.enc_output, detector.encoder_output_bbox_embed)
+    for head in heads:  # (the box MLP starts with a zero last layer, so at first only that layer has gradients)
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+    weights = model.config.decoder_loss_weights
+    saved = dict(weights)
+    weights.update(det_aux_class=0.0, det_aux_l1=0.0, det_aux_giou=0.0)
+    model.zero_grad()
+    model.train()
+    try:
+        model(**inputs, super_link_targets=targets).loss.backward()
+    finally:
+        weights.update(saved)
+        model.eval()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for head in heads for p in head.parameters())
+    model.zero_grad()
+
+
 def test_decoder_targets_must_match_the_routing_tokens(tiny):
     model, processor = tiny
     inputs = processor(images=[random_image(20, 20)], text=["<image> it <LOC>"])

@@ -21,6 +21,9 @@ DEFAULT_DECODER_LOSS_WEIGHTS = {
     "det_class": 1.0,  # Grounding DINO's focal, L1 and GIoU coefficients; mask terms as in Mask DINO
     "det_l1": 5.0,
     "det_giou": 2.0,
+    "det_aux_class": 1.0,  # the same, for earlier decoder layers and encoder proposals (summed over them)
+    "det_aux_l1": 5.0,
+    "det_aux_giou": 2.0,
     "det_mask_bce": 1.0,
     "det_mask_dice": 1.0,
     "pose_l1": 10.0,  # UniPose's keypoint L1 weight
@@ -116,7 +119,8 @@ class VisionLLMConfig(PreTrainedConfig):
         decoder_loss_weights (`dict[str, float]`, *optional*):
             Weight of each decoder loss component added to the LM loss. Defaults to u-LLaVA's: `box_l1` 1.0,
             `box_giou` 1.0, `mask_bce` 2.0, `mask_dice` 0.5; Grounding DINO's for the object decoder: `det_class`
-            1.0, `det_l1` 5.0, `det_giou` 2.0, and 1.0 for `det_mask_bce` and `det_mask_dice`; UniPose's
+            1.0, `det_l1` 5.0, `det_giou` 2.0 (and the same for the `det_aux_*` terms of earlier decoder layers and
+            encoder proposals), and 1.0 for `det_mask_bce` and `det_mask_dice`; UniPose's
             `pose_l1` 10.0 and `pose_visibility` 1.0; VisionLLM v2's `gen_noise_mse` / `edit_noise_mse` 1.0 and
             `gen_text_mse` / `edit_text_mse` 0.1.
         image_token_id, region_token_id, det_token_id, seg_token_id, pose_token_id, gen_token_id, edit_token_id, loc_token_id (`int`, *optional*):
