@@ -72,9 +72,8 @@ STAGES = {
         {"region_encoder": 2e-5, "projector": 2e-5, "llm": 2e-5},
         description="RegionGPT finetuning: refinement, connector and LLM",
     ),
-    "from-scratch": StagePreset(  # 1e-3 made the tower's features and the LLM's states collapse (see README)
-        {"vision_tower": 3e-4, "projector": 3e-4, "region_encoder": 3e-4, "llm": 3e-4, "super_link": 1e-3,
-         "decoders": 1e-3},
+    "from-scratch": StagePreset(  # 3e-4 for the tower and LLM helps regions but slows detection (see README)
+        {group: 1e-3 for group in V2_GROUPS},
         description="every module trained from random initialisation (the synthetic demo model)",
     ),
     "ullava": StagePreset(
