@@ -259,6 +259,38 @@ def test_object_decoder_supervises_earlier_layers_and_encoder_proposals(tiny):
     model.zero_grad()
 
 
+def test_category_loss_is_chance_for_identical_features_and_low_for_separated_ones(tiny):
+    decoder = tiny[0].decoders["det"]
+    targets = [{"boxes": [], "category": name} for name in ("ball", "cup", "ball", "box")]
+    identical = torch.ones(4, 8)
+    # identical features: every name's prototype is the same, so the softmax over the 3 names is uniform
+    torch.testing.assert_close(decoder.category_loss(identical, targets), torch.tensor(3.0).log())
+    separated = torch.eye(8)[[0, 1, 0, 2]] + 0.01 * torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    assert decoder.category_loss(separated, targets) < 0.01
+    assert decoder.category_loss(identical, targets[:1] * 4) == 0  # one name: nothing to tell apart
+    assert decoder.category_loss(identical, [{"boxes": []}] * 4) == 0  # unnamed targets (a user's own data)
+
+
+def test_category_features_are_standardised_per_dimension(tiny):
+    decoder = tiny[0].decoders["det"]
+    shared = torch.randn(1, decoder.input_width) * 10
+    categories = shared + torch.randn(5, decoder.input_width, generator=torch.Generator().manual_seed(1))
+    saved = {name: buffer.clone() for name, buffer in decoder.category_norm.named_buffers()}
+    decoder.train()
+    try:
+        standardised = decoder.standardise_categories(categories)
+        torch.testing.assert_close(standardised.mean(dim=0), torch.zeros(decoder.input_width), atol=1e-5, rtol=0)
+        torch.testing.assert_close(standardised.var(dim=0, unbiased=False), torch.ones(decoder.input_width),
+                                   atol=1e-3, rtol=0)
+        assert not torch.equal(decoder.category_norm.running_mean, saved["running_mean"])  # the statistics learn
+        single = decoder.standardise_categories(categories[:1])  # one category: the running statistics
+        decoder.eval()
+        torch.testing.assert_close(single, decoder.standardise_categories(categories[:1]))
+    finally:
+        decoder.category_norm.load_state_dict(saved)
+        decoder.eval()
+
+
 def test_decoder_targets_must_match_the_routing_tokens(tiny):
     model, processor = tiny
     inputs = processor(images=[random_image(20, 20)], text=["<image> it <LOC>"])

@@ -232,8 +232,9 @@ def test_sources_build_valid_samples(data):
     detection = coco["detection"].sample(0, rng)
     answer = detection["messages"][-1]["content"]
     assert answer.count("[DET]") == len(detection["targets"]) >= 1
-    for name in answer.rstrip(".").split(", "):
-        assert name.removesuffix(" [DET]") in detection["messages"][0]["content"]
+    names = [name.removesuffix(" [DET]") for name in answer.rstrip(".").split(", ")]
+    assert all(name in detection["messages"][0]["content"] for name in names)
+    assert [target["category"] for target in detection["targets"]] == names  # named for the det_category loss
     segmentation = coco["instance_segmentation"].sample(0, rng)
     assert all(t["masks"].shape[0] == t["boxes"].shape[0] for t in segmentation["targets"])
     interactive = coco["interactive_segmentation"].sample(0, rng)

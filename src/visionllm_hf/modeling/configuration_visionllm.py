@@ -24,6 +24,7 @@ DEFAULT_DECODER_LOSS_WEIGHTS = {
     "det_aux_class": 1.0,  # the same, for earlier decoder layers and encoder proposals (summed over them)
     "det_aux_l1": 5.0,
     "det_aux_giou": 2.0,
+    "det_category": 1.0,  # keeps the encoded category features of different names apart
     "det_mask_bce": 1.0,
     "det_mask_dice": 1.0,
     "pose_l1": 10.0,  # UniPose's keypoint L1 weight

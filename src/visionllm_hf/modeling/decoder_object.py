@@ -2,7 +2,7 @@
 
 VisionLLM v2 (paper 002, section 3.2) drops Grounding DINO's BERT text encoder: the "text" is one feature per
 category, the super-link queries of that category's routing token pooled into one embedding ("person [DET],
-car [DET]" -> two categories). Here the categories are laid out as Grounding DINO expects a caption,
+car [DET]" -> two categories), standardised per feature dimension (see `standardise_categories`). Here the categories are laid out as Grounding DINO expects a caption,
 `[CLS] c1 . c2 . ... [SEP]`, with the category features at the `c` positions (zeros elsewhere), so its own
 cross-modal encoder, query selection and contrastive class head run unchanged. A mask head (query embedding x
 per-pixel embedding of the backbone's finest level, MaskDINO style) gives instance masks for detection,
@@ -12,7 +12,8 @@ Training matches predictions to targets per image with scipy's Hungarian solver 
 GIoU box costs, Grounding DINO's weights) and sums sigmoid focal, L1, GIoU, mask BCE and Dice losses. As in
 Grounding DINO's training, every earlier decoder layer and the encoder's selected proposals (two-stage query
 selection) get the same class and box losses, each matched on its own (`det_aux_*`): without the encoder term
-the proposal heads that choose the queries' starting boxes would never learn.
+the proposal heads that choose the queries' starting boxes would never learn. When targets name their category
+(the training data sources do), `det_category` keeps the encoded category features of different names apart.
 
 This file ships with every checkpoint (``trust_remote_code``): it imports only torch, torchvision, scipy and
 transformers.
@@ -63,6 +64,7 @@ class ObjectDecoder(nn.Module):
         self.max_detections = max_detections
         finest_channels = self.detector.model.backbone.conv_encoder.intermediate_channel_sizes[0]
         self.pixel_embed = nn.Conv2d(finest_channels, width, kernel_size=1)
+        self.category_norm = nn.BatchNorm1d(width, affine=False)
         self.mask_embed = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width))
         self.costs = {
             "class": detector_config.class_cost,
@@ -87,7 +89,7 @@ class ObjectDecoder(nn.Module):
             image has fewer categories), `boxes` `(images, queries, 4)` normalised cxcywh, `mask_logits`
             `(images, queries, h, w)`, and `category_slot` `(occurrences,)`, each occurrence's category index.
         """
-        categories = prompts.mean(dim=1)
+        categories = self.standardise_categories(prompts.mean(dim=1))
         slots = torch.zeros_like(rows)
         for image in rows.unique():
             selected = rows == image
@@ -125,9 +127,24 @@ class ObjectDecoder(nn.Module):
             "category_slot": slots,
             "rows": rows,
             "query_states": output.last_hidden_state,
+            "category_text": output.encoder_last_hidden_state_text[rows, 1 + 2 * slots],
             "pixel_embeddings": pixel,
             "auxiliary": auxiliary,
         }
+
+    def standardise_categories(self, categories: torch.Tensor) -> torch.Tensor:
+        """
+        Each feature dimension standardised (batch statistics while training with two or more categories, the
+        running ones otherwise). The pooled features of different categories share a large common component and,
+        from an untrained LLM, differ more by their place in the answer than by their name; without this the
+        detector's focal loss pulls them together (one "objectness" direction) and its class head never sees
+        which category is which.
+        """
+        norm, features = self.category_norm, categories.float()
+        if self.training and len(categories) > 1:
+            return norm(features).to(categories.dtype)
+        standardised = F.batch_norm(features, norm.running_mean, norm.running_var, training=False, eps=norm.eps)
+        return standardised.to(categories.dtype)
 
     def _auxiliary_predictions(self, output, attention_mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """
@@ -174,7 +191,24 @@ class ObjectDecoder(nn.Module):
         instances of that occurrence's category in its image (n may be 0).
         """
         losses = self.detection_losses(predictions, self.match(predictions, targets))
+        losses["det_category"] = self.category_loss(predictions["category_text"], targets)
         return {**losses, **self.auxiliary_losses(predictions, targets)}
+
+    def category_loss(self, category_text: torch.Tensor, targets: list[dict], temperature: float = 0.1) -> torch.Tensor:
+        """
+        Keeps categories apart where the class head reads them: each occurrence's encoded category feature is
+        classified among the batch's category names by cosine to each name's mean feature (cross-entropy).
+        Targets name their category under `"category"`; with fewer than two names in the batch the term is 0.
+        """
+        names = [target.get("category") for target in targets]
+        if None in names or len(set(names)) < 2:
+            return category_text.sum() * 0.0
+        vocabulary = sorted(set(names))
+        labels = torch.tensor([vocabulary.index(name) for name in names], device=category_text.device)
+        features = F.normalize(category_text.float(), dim=-1)
+        one_hot = F.one_hot(labels, len(vocabulary)).to(features)
+        prototypes = F.normalize(one_hot.T @ features, dim=-1)
+        return F.cross_entropy(features @ prototypes.T / temperature, labels)
 
     def auxiliary_losses(self, predictions: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
         """`det_aux_class`, `det_aux_l1`, `det_aux_giou`: summed over the earlier layers and the encoder proposals."""

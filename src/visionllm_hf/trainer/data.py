@@ -165,7 +165,7 @@ class CocoSource:
         targets = []
         for category in asked:
             mine = [a for a in annotations if a["category_id"] == category]
-            target = {"boxes": _boxes(mine, image)}
+            target = {"boxes": _boxes(mine, image), "category": self.categories[category]}
             if with_masks:
                 target["masks"] = _masks(mine, image)
             targets.append(target)
