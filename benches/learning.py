@@ -5,7 +5,7 @@ conversation / referring files, `visionllm-hf build --preset demo` makes the ran
 trains it (stage `from-scratch`), and `visionllm-hf eval` scores it on a held-out stream. Prints the metrics
 against the goals and the time each phase took.
 
-    python benches/learning.py [--steps 6000] [--train-images 1500] [--eval-images 100] [--out outputs/learning]
+    python benches/learning.py [--steps 7000] [--train-images 1500] [--eval-images 100] [--out outputs/learning]
 """
 
 import argparse
@@ -39,7 +39,7 @@ def training_arguments(base: Path, data: Path, output: Path, steps: int) -> list
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--steps", type=int, default=7000)
     parser.add_argument("--train-images", type=int, default=1500)
     parser.add_argument("--eval-images", type=int, default=100)
     parser.add_argument("--out", default="outputs/learning")
