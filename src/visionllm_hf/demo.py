@@ -3,7 +3,8 @@
 The model (`demo_model/` in the package, trained on synthetic shapes with `visionllm-hf train`) is loaded with
 `AutoModel` / `AutoProcessor` and `trust_remote_code=True`, then asked to answer questions, caption, describe
 and classify regions, ground expressions, detect and segment shapes, find their keypoints and segment from a
-clicked point, on held-out synthetic scenes and on real photos shipped inside scikit-image. Every answer is
+clicked point, on held-out synthetic scenes and on real photos shipped inside scikit-image. Perception answers
+follow the asked structure (`circle [DET], square [DET], ...`), as `visionllm-hf eval` scores them. Every answer is
 drawn onto its image (PNG) and collected in `results.json`; a summary table is printed.
 """
 
@@ -11,10 +12,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+from torchvision.ops import nms
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoProcessor
 
+from .evaluation.forcing import ForcedAnswer
 from .processing.templates import region_caption_prompt, region_classification_prompt
 from .synthetic import KINDS, make_scene
 from .visualization import draw_objects
@@ -48,20 +52,30 @@ def demo_inputs(num_scenes: int = 3, photos: bool = True) -> list[dict]:
 
 
 def tasks_for(item: dict) -> list[dict]:
-    """The questions asked about one image: (task, question, regions)."""
+    """
+    The questions asked about one image: task, question, optional regions and, for perception, the `answer`
+    whose structure generation follows (the categories asked, the expression), as VisionLLM v2 and
+    `visionllm-hf eval` run perception; the routing tokens' queries and decoders still run inside `generate`.
+    """
+    detect = ", ".join(f"{kind} [DET]" for kind in KINDS) + "."
     categories = ", ".join(KINDS)
+    expression = item["expression"]
     region = [{"box": item["box"]}]
     return [
         {"task": "vqa", "question": "How many shapes are there? Answer with a number."},
         {"task": "captioning", "question": "Describe the image briefly."},
         {"task": "region captioning", "question": region_caption_prompt(1), "regions": region},
         {"task": "region classification", "question": region_classification_prompt(), "regions": region},
-        {"task": "grounding", "question": f"Where is the {item['expression'].removeprefix('the ')} in the image?"},
-        {"task": "detection", "question": f"Please perform object detection on this image to identify {categories}."},
-        {"task": "instance segmentation", "question": f"Please segment all instances of {categories} in this image."},
-        {"task": "pose", "question": f"Please estimate the pose of every {item['kind']} in the image."},
+        {"task": "grounding", "question": f"Where is the {expression.removeprefix('the ')} in the image?",
+         "answer": f"{expression} <LOC>."},
+        {"task": "detection", "question": f"Please perform object detection on this image to identify {categories}.",
+         "answer": detect},
+        {"task": "instance segmentation", "question": f"Please segment all instances of {categories} in this image.",
+         "answer": detect},
+        {"task": "pose", "question": f"Please estimate the pose of every {item['kind']} in the image.",
+         "answer": f"{item['kind']} [POSE]."},
         {"task": "interactive segmentation", "question": "Please segment the object indicated by <region>.",
-         "regions": [{"point": item["point"]}]},
+         "regions": [{"point": item["point"]}], "answer": "[SEG]."},
     ]
 
 
@@ -88,10 +102,15 @@ def run_demo(
             prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
             regions = [[task["regions"]]] if "regions" in task else None
             inputs = processor(images=[[item["image"]]], text=[prompt], regions=regions)
-            generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+            kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False}
+            if "answer" in task:
+                forced = processor.tokenizer.encode(task["answer"], add_special_tokens=False)
+                kwargs.update(max_new_tokens=len(forced) + 1,
+                              logits_processor=[ForcedAnswer([forced], processor.tokenizer.eos_token_id)])
+            generated = model.generate(**inputs, **kwargs)
             size = (item["image"].height, item["image"].width)
             answer = processor.post_process_generation(generated, target_sizes=[size])[0]
-            answer["objects"] = _best_per_label(answer["objects"], keep)
+            answer["objects"] = _shown_objects(answer["objects"], keep)
             picture = draw_objects(item["image"], answer["objects"])
             file_name = f"{item['name']}_{task['task'].replace(' ', '_')}.png"
             picture.save(out / file_name)
@@ -104,12 +123,22 @@ def run_demo(
     return results
 
 
-def _best_per_label(objects: list[dict], keep: int) -> list[dict]:
-    """The `keep` highest-scoring objects of each (label, routing token): what a person would look at."""
+def _shown_objects(objects: list[dict], keep: int, min_score: float = 0.25) -> list[dict]:
+    """
+    What a person would look at: per (label, routing token), the highest-scoring objects, at most `keep`. For
+    the set-prediction tokens (`[DET]`, `[POSE]`) only scores of at least `min_score`, and near-duplicate boxes
+    (IoU above 0.5, torchvision's NMS) of the same label dropped, as a detector's post-processing does.
+    """
     kept = []
     for key in dict.fromkeys((o["label"], o["routing"]) for o in objects):
-        mine = [o for o in objects if (o["label"], o["routing"]) == key]
-        kept += sorted(mine, key=lambda o: -o["score"])[:keep]
+        mine = sorted((o for o in objects if (o["label"], o["routing"]) == key), key=lambda o: -o["score"])
+        if key[1] in ("[DET]", "[POSE]"):
+            mine = [o for o in mine if o["score"] >= min_score and o.get("box") is not None]
+            if mine:
+                boxes = torch.tensor([o["box"] for o in mine], dtype=torch.float32)
+                scores = torch.tensor([o["score"] for o in mine], dtype=torch.float32)
+                mine = [mine[i] for i in nms(boxes, scores, iou_threshold=0.5).tolist()]
+        kept += mine[:keep]
     return kept
 
 

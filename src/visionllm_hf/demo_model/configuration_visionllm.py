@@ -21,12 +21,21 @@ DEFAULT_DECODER_LOSS_WEIGHTS = {
     "det_class": 1.0,  # Grounding DINO's focal, L1 and GIoU coefficients; mask terms as in Mask DINO
     "det_l1": 5.0,
     "det_giou": 2.0,
+    "det_aux_class": 1.0,  # the same, for earlier decoder layers and encoder proposals (summed over them)
+    "det_aux_l1": 5.0,
+    "det_aux_giou": 2.0,
+    "det_category": 1.0,  # keeps the encoded category features of different names apart
     "det_mask_bce": 1.0,
     "det_mask_dice": 1.0,
     "pose_l1": 10.0,  # UniPose's keypoint L1 weight
     "pose_visibility": 1.0,
+    "gen_noise_mse": 1.0,  # VisionLLM v2's generation losses: noise MSE + 0.1 x MSE to SD's text features
+    "gen_text_mse": 0.1,
+    "edit_noise_mse": 1.0,
+    "edit_text_mse": 0.1,
 }
-DECODER_TYPES = ("box", "mask", "object", "keypoint")
+DECODER_TYPES = ("box", "mask", "object", "keypoint", "text_to_image", "image_editing")
+DIFFUSION_CONFIG_FIELDS = {"text_to_image": "generation_decoder_config", "image_editing": "editing_decoder_config"}
 COCO_KEYPOINTS = [
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
     "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
@@ -83,10 +92,11 @@ class VisionLLMConfig(PreTrainedConfig):
             The `visionllm_v2` encoder grid-samples features at this multiple of the feature grid resolution.
         routing_decoders (`dict[str, str]`, *optional*):
             Which decoder each routing token drives, keyed by routing name: `"det"` (`[DET]`), `"seg"` (`[SEG]`),
-            `"pose"` (`[POSE]`), `"loc"` (`<LOC>`), `"gen"`, `"edit"`. Decoders: `"box"` (u-LLaVA MLP box
-            decoder), `"mask"` (SAM mask decoder), `"object"` (Grounding DINO with a mask head), `"keypoint"`
-            (the object decoder plus keypoint-name queries, UniPose-style). Unset or empty: a plain chat model
-            without decoders.
+            `"pose"` (`[POSE]`), `"loc"` (`<LOC>`), `"gen"` (`[GEN]`), `"edit"` (`[EDIT]`). Decoders: `"box"`
+            (u-LLaVA MLP box decoder), `"mask"` (SAM mask decoder), `"object"` (Grounding DINO with a mask head),
+            `"keypoint"` (the object decoder plus keypoint-name queries, UniPose-style), `"text_to_image"`
+            (Stable Diffusion) and `"image_editing"` (InstructPix2Pix), both through diffusers. Unset or empty:
+            a plain chat model without decoders.
         super_link_queries (`dict[str, int]`, *optional*):
             Learnable super-link queries per routing name (VisionLLM v2: 4 for perception, 64 for generation);
             0 uses the routing token's own hidden state (LISA / u-LLaVA). Defaults to 4 for `det`, `seg`, `pose`,
@@ -96,6 +106,12 @@ class VisionLLMConfig(PreTrainedConfig):
         object_decoder_config (`dict` or `GroundingDinoConfig`, *optional*):
             Config of the Grounding DINO behind the `"object"` decoder; its BERT text encoder is replaced by
             category features from the LLM.
+        generation_decoder_config (`dict`, *optional*):
+            The `"text_to_image"` decoder: diffusers configs `unet`, `vae`, `scheduler` (with `_class_name`), the
+            Q-Former `mapper` (`Blip2QFormerConfig` keyword arguments), `image_size`, `num_prompt_tokens` (77) and
+            `condition_dropout` (rate of dropping the condition in training, for classifier-free guidance).
+        editing_decoder_config (`dict`, *optional*):
+            The same for the `"image_editing"` decoder, whose UNet reads 8 channels (InstructPix2Pix).
         keypoint_names (`list[str]`, *optional*, defaults to the 17 COCO keypoints):
             The keypoints the `"keypoint"` decoder predicts per instance, in order.
         decoder_image_size (`int`, *optional*):
@@ -104,8 +120,10 @@ class VisionLLMConfig(PreTrainedConfig):
         decoder_loss_weights (`dict[str, float]`, *optional*):
             Weight of each decoder loss component added to the LM loss. Defaults to u-LLaVA's: `box_l1` 1.0,
             `box_giou` 1.0, `mask_bce` 2.0, `mask_dice` 0.5; Grounding DINO's for the object decoder: `det_class`
-            1.0, `det_l1` 5.0, `det_giou` 2.0, and 1.0 for `det_mask_bce` and `det_mask_dice`; UniPose's
-            `pose_l1` 10.0 and `pose_visibility` 1.0.
+            1.0, `det_l1` 5.0, `det_giou` 2.0 (and the same for the `det_aux_*` terms of earlier decoder layers and
+            encoder proposals), and 1.0 for `det_mask_bce` and `det_mask_dice`; UniPose's
+            `pose_l1` 10.0 and `pose_visibility` 1.0; VisionLLM v2's `gen_noise_mse` / `edit_noise_mse` 1.0 and
+            `gen_text_mse` / `edit_text_mse` 0.1.
         image_token_id, region_token_id, det_token_id, seg_token_id, pose_token_id, gen_token_id, edit_token_id, loc_token_id (`int`, *optional*):
             Vocabulary ids of the special tokens `<image>`, `<region>`, `[DET]`, `[SEG]`, `[POSE]`, `[GEN]`,
             `[EDIT]` and `<LOC>`. Each is exactly one token id.
@@ -155,6 +173,8 @@ class VisionLLMConfig(PreTrainedConfig):
     text_config: dict | PreTrainedConfig | None = None
     mask_decoder_config: dict | PreTrainedConfig | None = None
     object_decoder_config: dict | PreTrainedConfig | None = None
+    generation_decoder_config: dict | None = None
+    editing_decoder_config: dict | None = None
     vision_feature_layer: int = -2
     vision_feature_select_strategy: Literal["default", "full"] = "default"
     vision_feature_dim: int | None = None
@@ -239,6 +259,9 @@ class VisionLLMConfig(PreTrainedConfig):
         detectors = {"object", "keypoint"} & set(self.routing_decoders.values())
         if detectors and self.object_decoder_config is None:
             raise ValueError(f"the {sorted(detectors)} decoder needs object_decoder_config (a GroundingDinoConfig)")
+        for decoder, field in DIFFUSION_CONFIG_FIELDS.items():
+            if decoder in self.routing_decoders.values() and getattr(self, field) is None:
+                raise ValueError(f"the '{decoder}' decoder needs {field} (unet, vae, scheduler, mapper, image_size)")
         if self.routing_decoders and self.decoder_image_size is None:
             self.decoder_image_size = self.tile_size
 

@@ -58,7 +58,7 @@ class KeypointDecoder(ObjectDecoder):
         visibility flag (0: not labelled, 1 or 2: labelled, COCO style).
         """
         matches = self.match(predictions, targets)
-        losses = self.detection_losses(predictions, matches)
+        losses = {**self.detection_losses(predictions, matches), **self.auxiliary_losses(predictions, targets)}
         keypoints = predictions["keypoints"]
         with_keypoints = [m for m in matches if "keypoints" in m]
         if not with_keypoints:

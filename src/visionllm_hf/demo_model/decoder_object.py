@@ -2,14 +2,18 @@
 
 VisionLLM v2 (paper 002, section 3.2) drops Grounding DINO's BERT text encoder: the "text" is one feature per
 category, the super-link queries of that category's routing token pooled into one embedding ("person [DET],
-car [DET]" -> two categories). Here the categories are laid out as Grounding DINO expects a caption,
+car [DET]" -> two categories), standardised per feature dimension (see `standardise_categories`). Here the categories are laid out as Grounding DINO expects a caption,
 `[CLS] c1 . c2 . ... [SEP]`, with the category features at the `c` positions (zeros elsewhere), so its own
 cross-modal encoder, query selection and contrastive class head run unchanged. A mask head (query embedding x
 per-pixel embedding of the backbone's finest level, MaskDINO style) gives instance masks for detection,
 instance segmentation, grounding and interactive segmentation.
 
 Training matches predictions to targets per image with scipy's Hungarian solver (focal class cost, L1 and
-GIoU box costs, Grounding DINO's weights) and sums sigmoid focal, L1, GIoU, mask BCE and Dice losses.
+GIoU box costs, Grounding DINO's weights) and sums sigmoid focal, L1, GIoU, mask BCE and Dice losses. As in
+Grounding DINO's training, every earlier decoder layer and the encoder's selected proposals (two-stage query
+selection) get the same class and box losses, each matched on its own (`det_aux_*`): without the encoder term
+the proposal heads that choose the queries' starting boxes would never learn. When targets name their category
+(the training data sources do), `det_category` keeps the encoded category features of different names apart.
 
 This file ships with every checkpoint (``trust_remote_code``): it imports only torch, torchvision, scipy and
 transformers.
@@ -60,6 +64,7 @@ class ObjectDecoder(nn.Module):
         self.max_detections = max_detections
         finest_channels = self.detector.model.backbone.conv_encoder.intermediate_channel_sizes[0]
         self.pixel_embed = nn.Conv2d(finest_channels, width, kernel_size=1)
+        self.category_norm = nn.BatchNorm1d(width, affine=False)
         self.mask_embed = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width))
         self.costs = {
             "class": detector_config.class_cost,
@@ -84,7 +89,7 @@ class ObjectDecoder(nn.Module):
             image has fewer categories), `boxes` `(images, queries, 4)` normalised cxcywh, `mask_logits`
             `(images, queries, h, w)`, and `category_slot` `(occurrences,)`, each occurrence's category index.
         """
-        categories = prompts.mean(dim=1)
+        categories = self.standardise_categories(prompts.mean(dim=1))
         slots = torch.zeros_like(rows)
         for image in rows.unique():
             selected = rows == image
@@ -109,6 +114,10 @@ class ObjectDecoder(nn.Module):
         present = torch.zeros(num_images, max_categories, dtype=torch.bool, device=rows.device)
         present[rows, slots] = True
         logits = logits.masked_fill(~present[:, None, :], -float("inf"))
+        auxiliary = [
+            {"logits": layer_logits[:, :, positions].masked_fill(~present[:, None, :], -float("inf")), "boxes": boxes}
+            for layer_logits, boxes in self._auxiliary_predictions(output, attention_mask)
+        ]
         pixel = self.pixel_embed(finest["map"])
         mask_logits = torch.einsum("bqd,bdhw->bqhw", self.mask_embed(output.last_hidden_state), pixel)
         return {
@@ -118,8 +127,47 @@ class ObjectDecoder(nn.Module):
             "category_slot": slots,
             "rows": rows,
             "query_states": output.last_hidden_state,
+            "category_text": output.encoder_last_hidden_state_text[rows, 1 + 2 * slots],
             "pixel_embeddings": pixel,
+            "auxiliary": auxiliary,
         }
+
+    def standardise_categories(self, categories: torch.Tensor) -> torch.Tensor:
+        """
+        Each feature dimension standardised (batch statistics while training with two or more categories, the
+        running ones otherwise). The pooled features of different categories share a large common component and,
+        from an untrained LLM, differ more by their place in the answer than by their name; without this the
+        detector's focal loss pulls them together (one "objectness" direction) and its class head never sees
+        which category is which.
+        """
+        norm, features = self.category_norm, categories.float()
+        if self.training and len(categories) > 1:
+            return norm(features).to(categories.dtype)
+        standardised = F.batch_norm(features, norm.running_mean, norm.running_var, training=False, eps=norm.eps)
+        return standardised.to(categories.dtype)
+
+    def _auxiliary_predictions(self, output, attention_mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """
+        Caption-position logits and boxes of each decoder layer before the last (from Grounding DINO's own class
+        and box heads, as its forward applies them), then of the encoder proposals it selected as queries.
+        """
+        detector, text_mask = self.detector, attention_mask.bool()
+        text = output.encoder_last_hidden_state_text
+        hidden, references = output.intermediate_hidden_states, output.intermediate_reference_points
+        predictions = []
+        for level in range(hidden.shape[1] - 1):
+            reference = output.init_reference_points if level == 0 else references[:, level - 1]
+            logits = detector.class_embed[level](
+                vision_hidden_state=hidden[:, level], text_hidden_state=text, text_token_mask=text_mask
+            )
+            box_logits = detector.bbox_embed[level](hidden[:, level]) + torch.special.logit(reference, eps=1e-5)
+            predictions.append((logits, box_logits.sigmoid()))
+        if output.enc_outputs_class is not None:  # two-stage: the top-scoring encoder positions became the queries
+            selected = output.enc_outputs_class.max(dim=-1).values.topk(hidden.shape[2], dim=1).indices[..., None]
+            logits = output.enc_outputs_class.gather(1, selected.expand(-1, -1, output.enc_outputs_class.shape[-1]))
+            box_logits = output.enc_outputs_coord_logits.gather(1, selected.expand(-1, -1, 4))
+            predictions.append((logits, box_logits.sigmoid()))
+        return predictions
 
     def _caption(self, categories, rows, slots, num_images: int, max_categories: int):
         """`[CLS] c1 . c2 . ... [SEP]` ids, mask and features per image (category features at the `c` slots)."""
@@ -142,7 +190,35 @@ class ObjectDecoder(nn.Module):
         `targets`, one per occurrence: `{"boxes": (n, 4) normalised xyxy, "masks": (n, h, w), optional}`, all
         instances of that occurrence's category in its image (n may be 0).
         """
-        return self.detection_losses(predictions, self.match(predictions, targets))
+        losses = self.detection_losses(predictions, self.match(predictions, targets))
+        losses["det_category"] = self.category_loss(predictions["category_text"], targets)
+        return {**losses, **self.auxiliary_losses(predictions, targets)}
+
+    def category_loss(self, category_text: torch.Tensor, targets: list[dict], temperature: float = 0.1) -> torch.Tensor:
+        """
+        Keeps categories apart where the class head reads them: each occurrence's encoded category feature is
+        classified among the batch's category names by cosine to each name's mean feature (cross-entropy).
+        Targets name their category under `"category"`; with fewer than two names in the batch the term is 0.
+        """
+        names = [target.get("category") for target in targets]
+        if None in names or len(set(names)) < 2:
+            return category_text.sum() * 0.0
+        vocabulary = sorted(set(names))
+        labels = torch.tensor([vocabulary.index(name) for name in names], device=category_text.device)
+        features = F.normalize(category_text.float(), dim=-1)
+        one_hot = F.one_hot(labels, len(vocabulary)).to(features)
+        prototypes = F.normalize(one_hot.T @ features, dim=-1)
+        return F.cross_entropy(features @ prototypes.T / temperature, labels)
+
+    def auxiliary_losses(self, predictions: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
+        """`det_aux_class`, `det_aux_l1`, `det_aux_giou`: summed over the earlier layers and the encoder proposals."""
+        totals = {}
+        for auxiliary in predictions.get("auxiliary", []):
+            layer = {**predictions, **auxiliary}
+            for name, value in self.class_and_box_losses(layer, self.match(layer, targets)).items():
+                key = name.replace("det_", "det_aux_")
+                totals[key] = totals.get(key, 0) + value
+        return totals
 
     def match(self, predictions: dict, targets: list[dict]) -> list[dict]:
         """Per image with targets: matched `query` and `target` indices and the image's gathered targets."""
@@ -165,7 +241,25 @@ class ObjectDecoder(nn.Module):
         return matches
 
     def detection_losses(self, predictions: dict, matches: list[dict]) -> dict[str, torch.Tensor]:
-        logits, boxes, mask_logits = predictions["logits"], predictions["boxes"], predictions["mask_logits"]
+        """Class, box and mask losses of the final layer's matched predictions."""
+        losses = self.class_and_box_losses(predictions, matches)
+        mask_logits = predictions["mask_logits"]
+        with_masks = [m for m in matches if "masks" in m]
+        if with_masks:
+            size = mask_logits.shape[-2:]
+            predicted_masks = torch.cat([mask_logits[m["image"], m["query"]] for m in with_masks])
+            masks = torch.cat(
+                [F.interpolate(m["masks"][m["target"]][:, None], size=size, mode="bilinear")[:, 0] for m in with_masks]
+            ).round().to(predicted_masks)
+            losses["det_mask_bce"] = F.binary_cross_entropy_with_logits(predicted_masks, masks)
+            losses["det_mask_dice"] = dice_loss(predicted_masks, masks)
+        else:
+            losses["det_mask_bce"] = losses["det_mask_dice"] = mask_logits.sum() * 0.0
+        return losses
+
+    def class_and_box_losses(self, predictions: dict, matches: list[dict]) -> dict[str, torch.Tensor]:
+        """Sigmoid focal loss over every query and category; L1 and GIoU of the matched boxes."""
+        logits, boxes = predictions["logits"], predictions["boxes"]
         class_targets = torch.zeros_like(logits)
         for match in matches:
             class_targets[match["image"], match["query"], match["labels"][match["target"]]] = 1.0
@@ -181,17 +275,6 @@ class ObjectDecoder(nn.Module):
             losses["det_giou"] = generalized_box_iou_loss(predicted_xyxy, target, reduction="sum") / num_boxes
         else:  # no instance anywhere: keep the box head in the graph with zero-valued terms
             losses["det_l1"] = losses["det_giou"] = boxes.sum() * 0.0
-        with_masks = [m for m in matches if "masks" in m]
-        if with_masks:
-            size = mask_logits.shape[-2:]
-            predicted_masks = torch.cat([mask_logits[m["image"], m["query"]] for m in with_masks])
-            masks = torch.cat(
-                [F.interpolate(m["masks"][m["target"]][:, None], size=size, mode="bilinear")[:, 0] for m in with_masks]
-            ).round().to(predicted_masks)
-            losses["det_mask_bce"] = F.binary_cross_entropy_with_logits(predicted_masks, masks)
-            losses["det_mask_dice"] = dice_loss(predicted_masks, masks)
-        else:
-            losses["det_mask_bce"] = losses["det_mask_dice"] = mask_logits.sum() * 0.0
         return losses
 
     @torch.no_grad()

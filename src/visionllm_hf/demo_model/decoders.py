@@ -3,7 +3,8 @@
 Decoders are keyed by routing name (`"det"`, `"seg"`, ...), so each routing token owns its decoder and its
 queries. Every decoder has the same small interface: `input_width`, `needs_image`, `encode_images(pixels)`
 (if it reads the image), `forward(prompts, image_features, rows)`, `compute_loss(predictions, targets)` and
-`results(predictions)`.
+`results(predictions)`. Image-making decoders (`makes_images`) also take the image generation options
+(`num_inference_steps`, `guidance_scale`, `image_guidance_scale`, `seed`) in `results`.
 
 Decoders read `decoder_pixel_values`: per sample, its first image resized to `config.decoder_image_size`
 squared and normalised with ImageNet statistics (the processor makes it). Predictions are in coordinates
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from .decoder_box import BoxDecoder
+from .decoder_diffusion import DiffusionImageDecoder
 from .decoder_keypoint import KeypointDecoder
 from .decoder_mask import PromptableMaskDecoder
 from .decoder_object import ObjectDecoder
@@ -31,6 +33,10 @@ def build_decoder(decoder_type: str, config) -> nn.Module:
         return ObjectDecoder(detector_config=config.object_decoder_config)
     if decoder_type == "keypoint":
         return KeypointDecoder(detector_config=config.object_decoder_config, num_keypoints=len(config.keypoint_names))
+    if decoder_type == "text_to_image":
+        return DiffusionImageDecoder(diffusion_config=config.generation_decoder_config, editing=False)
+    if decoder_type == "image_editing":
+        return DiffusionImageDecoder(diffusion_config=config.editing_decoder_config, editing=True)
     raise ValueError(f"unknown decoder type '{decoder_type}'")
 
 
@@ -40,6 +46,10 @@ def decoder_input_width(decoder_type: str, config) -> int:
         return config.mask_decoder_config.mask_decoder_config.hidden_size
     if decoder_type in ("object", "keypoint"):
         return config.object_decoder_config.d_model
+    if decoder_type == "text_to_image":
+        return config.generation_decoder_config["mapper"]["encoder_hidden_size"]
+    if decoder_type == "image_editing":
+        return config.editing_decoder_config["mapper"]["encoder_hidden_size"]
     return 256  # u-LLaVA's box decoder
 
 
@@ -88,14 +98,15 @@ def run_decoders(
         indices = [index for index, occurrence in enumerate(occurrences) if occurrence.name == name]
         if not indices:
             continue
-        prompts = torch.stack([super_link.project(occurrences[index]) for index in indices])
-        rows = torch.tensor([occurrences[index].row for index in indices], device=prompts.device)
+        device = next(decoder.parameters()).device  # device_map may put the decoder elsewhere
+        prompts = torch.stack([super_link.project(occurrences[index]) for index in indices]).to(device)
+        rows = torch.tensor([occurrences[index].row for index in indices], device=device)
         image_features = None
         if decoder.needs_image:
             if decoder_pixel_values is None:
                 raise ValueError(f"the '{name}' decoder reads the image: pass the processor's decoder_pixel_values")
             needed, rows = rows.unique(return_inverse=True)
-            image_features = decoder.encode_images(decoder_pixel_values[needed.to(decoder_pixel_values.device)])
+            image_features = decoder.encode_images(decoder_pixel_values.to(device)[needed])
         outputs[name] = (indices, decoder(prompts, image_features, rows))
     return outputs
 
@@ -113,11 +124,13 @@ def decoder_losses(
     return losses
 
 
-def decoder_results(decoders: nn.ModuleDict, outputs: dict, count: int) -> list[dict]:
-    """Per occurrence (in order) the decoder's result dict."""
+def decoder_results(decoders: nn.ModuleDict, outputs: dict, count: int, image_options: dict | None = None) -> list[dict]:
+    """Per occurrence (in order) the decoder's result dict; `image_options` go to the image-making decoders."""
     results = [None] * count
     for name, (indices, predictions) in outputs.items():
-        for index, result in zip(indices, decoders[name].results(predictions)):
+        decoder = decoders[name]
+        options = (image_options or {}) if getattr(decoder, "makes_images", False) else {}
+        for index, result in zip(indices, decoder.results(predictions, **options)):
             results[index] = result
     return results
 

@@ -125,6 +125,19 @@ class VisionLLMPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _skip_keys_device_placement = ["past_key_values"]
+    # device_map="auto" keeps each of these whole on one device (they also hold tied weights accelerate
+    # cannot place apart); transformers adds the vision tower's and the LLM's own blocks.
+    _no_split_modules = [
+        "VisionLLMMultiModalProjector",
+        "VisionLLMV2RegionEncoder",
+        "RegionGPTRegionEncoder",
+        "SuperLink",
+        "BoxDecoder",
+        "PromptableMaskDecoder",
+        "ObjectDecoder",
+        "KeypointDecoder",
+        "DiffusionImageDecoder",
+    ]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True

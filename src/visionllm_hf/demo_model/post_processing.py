@@ -25,14 +25,18 @@ def post_process_generation(tokenizer, outputs, target_sizes, threshold: float, 
         size = None if target_sizes is None else tuple(int(v) for v in target_sizes[row])
         answer_end = outputs.prompt_length + int(outputs.attention_mask[row, outputs.prompt_length :].sum())
         text = tokenizer.decode(ids[outputs.prompt_length : answer_end], skip_special_tokens=True).strip()
-        objects, boundary = [], outputs.prompt_length
+        objects, images, boundary = [], [], outputs.prompt_length
         for result in results:
             label = tokenizer.decode(ids[boundary : result["position"]], skip_special_tokens=True).strip(LABEL_TRIM)
             boundary = result["position"] + 1
             while boundary < len(ids) and ids[boundary] == query_id:
                 boundary += 1
-            objects += _objects(result, label, size, threshold, mask_threshold)
-        processed.append({"text": text, "objects": objects})
+            if "images" in result:
+                routing = ROUTING_TOKENS.get(result["routing"], result["routing"])
+                images += [{"label": label, "routing": routing, "image": image} for image in result["images"]]
+            else:
+                objects += _objects(result, label, size, threshold, mask_threshold)
+        processed.append({"text": text, "objects": objects, "images": images})
     return processed
 
 

@@ -134,7 +134,8 @@ class VisionLLMProcessor(ProcessorMixin):
 
         Returns:
             `list[dict]`, per sample `{"text": str, "objects": [{"label", "routing", "score", "box", "mask",
-            "keypoints"}]}`. `label` is the answer text between the previous routing token (or the start of the
+            "keypoints"}], "images": [{"label", "routing", "image"}]}` (`images` holds the PIL images `[GEN]` and
+            `[EDIT]` made). `label` is the answer text between the previous routing token (or the start of the
             answer) and this one, trimmed of spaces and punctuation (`""` when there is none); `box` is xyxy;
             `mask` a boolean array; fields a decoder does not produce are None.
         """

@@ -128,7 +128,7 @@ class SuperLink(nn.Module):
     def project(self, occurrence: RoutingOccurrence) -> torch.Tensor:
         """The occurrence's states in its decoder's width: `(max(N, 1), width)`."""
         projection = self.projections[occurrence.name]
-        return projection(occurrence.states.to(projection.linear_1.weight.dtype))
+        return projection(occurrence.states.to(projection.linear_1.weight))  # its device and dtype
 
 
 __all__ = ["ROUTING_NAMES", "RoutingOccurrence", "SuperLink", "SuperLinkProjection"]

@@ -28,6 +28,7 @@ from transformers.modeling_outputs import ModelOutput
 
 from .decoders import decoder_results, run_decoders
 
+IMAGE_OPTIONS = ("num_inference_steps", "guidance_scale", "image_guidance_scale", "seed")
 UNSUPPORTED = {"num_beams": 1, "num_return_sequences": 1, "assistant_model": None, "streamer": None}
 
 
@@ -48,7 +49,7 @@ class VisionLLMGenerateOutput(ModelOutput):
             Per sample, one dict per routing token of its answer, in order: `routing` (e.g. `"[DET]"`),
             `position` (index of the routing token in `sequences`), and the decoder's outputs in coordinates
             normalised to the image: `boxes` `(n, 4)` xyxy, `scores` `(n,)`, `masks` `(n, h, w)` probabilities
-            when the decoder makes masks.
+            when the decoder makes masks; `images` (a list with one PIL image) for `[GEN]` / `[EDIT]`.
         super_link_states (`list[list[torch.FloatTensor]]`):
             Per sample, per routing token, the last-layer states handed to the decoder `(max(N, 1), hidden)`.
     """
@@ -100,9 +101,12 @@ def generate_with_super_link(
     Greedy or sampled generation (per `generation_config`) that runs the decoders on every routing token.
 
     Model inputs other than ids and mask (`pixel_values`, `image_grids`, `region_masks`, ...) go in at prefill
-    only. Returns a [`VisionLLMGenerateOutput`], or only its `sequences` when `return_dict_in_generate=False`.
+    only. `num_inference_steps`, `guidance_scale`, `image_guidance_scale` (editing) and `seed` go to the
+    `[GEN]` / `[EDIT]` diffusion pipelines (the LLM itself has no classifier-free guidance here).
+    Returns a [`VisionLLMGenerateOutput`], or only its `sequences` when `return_dict_in_generate=False`.
     """
     model_inputs = {key: kwargs.pop(key) for key in list(kwargs) if key in _PREFILL_INPUTS}
+    image_options = {key: kwargs.pop(key) for key in list(kwargs) if key in IMAGE_OPTIONS}
     config = _resolve_config(model, generation_config, kwargs)
     processors = _logits_processors(config)
     if logits_processor is not None:
@@ -165,7 +169,7 @@ def generate_with_super_link(
 
     sequences, final_mask, positions = _compact(sequence, mask, prompt_length, pad_id)
     occurrences.sort(key=lambda occurrence: (occurrence.row, occurrence.position))
-    results = _results(model, occurrences, decoder_pixel_values, positions, batch)
+    results = _results(model, occurrences, decoder_pixel_values, positions, batch, image_options)
     if return_dict_in_generate is False:
         return sequences
     states = [[o.states for o in occurrences if o.row == row] for row in range(batch)]
@@ -235,17 +239,19 @@ def _compact(sequence, mask, prompt_length: int, pad_id: int):
     )
 
 
-def _results(model, occurrences, decoder_pixel_values, positions, batch: int) -> list[list[dict]]:
+def _results(model, occurrences, decoder_pixel_values, positions, batch: int, image_options: dict) -> list[list[dict]]:
     per_row = [[] for _ in range(batch)]
     if not occurrences:
         return per_row
     outputs = run_decoders(model.model.super_link, model.decoders, occurrences, decoder_pixel_values)
     routing_tokens = {name: token for token, name in model.model.super_link.names_by_id.items()}
-    for occurrence, result in zip(occurrences, decoder_results(model.decoders, outputs, len(occurrences))):
+    results = decoder_results(model.decoders, outputs, len(occurrences), image_options)
+    for occurrence, result in zip(occurrences, results):
         position = positions[occurrence.row][occurrence.position]
         occurrence.position = position
         entry = {"routing": occurrence.name, "routing_token_id": routing_tokens[occurrence.name], "position": position}
-        per_row[occurrence.row].append({**entry, **{key: value.detach() for key, value in result.items()}})
+        detached = {key: value.detach() if torch.is_tensor(value) else value for key, value in result.items()}
+        per_row[occurrence.row].append({**entry, **detached})
     return per_row
 
 
