@@ -18,7 +18,7 @@ from torchvision.ops import nms
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoProcessor
 
-from .evaluation.forcing import ForcedAnswer
+from .evaluation.forcing import forced_generation_kwargs
 from .processing.templates import region_caption_prompt, region_classification_prompt
 from .synthetic import KINDS, make_scene
 from .visualization import draw_objects
@@ -104,9 +104,7 @@ def run_demo(
             inputs = processor(images=[[item["image"]]], text=[prompt], regions=regions)
             kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False}
             if "answer" in task:
-                forced = processor.tokenizer.encode(task["answer"], add_special_tokens=False)
-                kwargs.update(max_new_tokens=len(forced) + 1,
-                              logits_processor=[ForcedAnswer([forced], processor.tokenizer.eos_token_id)])
+                kwargs.update(forced_generation_kwargs(processor.tokenizer, [task["answer"]]))
             generated = model.generate(**inputs, **kwargs)
             size = (item["image"].height, item["image"].width)
             answer = processor.post_process_generation(generated, target_sizes=[size])[0]

@@ -23,4 +23,13 @@ class ForcedAnswer:
         return forced
 
 
-__all__ = ["ForcedAnswer"]
+def forced_generation_kwargs(tokenizer, answers: list[str]) -> dict:
+    """`generate` keyword arguments that make row `r` answer `answers[r]` (then end-of-sequence)."""
+    encoded = [tokenizer.encode(answer, add_special_tokens=False) for answer in answers]
+    return {
+        "logits_processor": [ForcedAnswer(encoded, tokenizer.eos_token_id)],
+        "max_new_tokens": max(len(answer) for answer in encoded) + 1,
+    }
+
+
+__all__ = ["ForcedAnswer", "forced_generation_kwargs"]

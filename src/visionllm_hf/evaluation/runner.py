@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..processing.templates import parse_category_answer, region_classification_prompt
 from ..trainer.data import DETECTION_TEMPLATES, POSE_TEMPLATES, REC_TEMPLATES, RES_TEMPLATES
-from .forcing import ForcedAnswer
+from .forcing import forced_generation_kwargs
 from .metrics import (
     accuracy,
     caption_scores,
@@ -78,10 +78,7 @@ class Evaluator:
             )
             kwargs = {"max_new_tokens": 32, "do_sample": False}
             if any("answer" in r for r in batch):
-                encode = self.processor.tokenizer.encode
-                answers = [encode(r.get("answer", ""), add_special_tokens=False) for r in batch]
-                kwargs["logits_processor"] = [ForcedAnswer(answers, self.processor.tokenizer.eos_token_id)]
-                kwargs["max_new_tokens"] = max(len(a) for a in answers) + 1
+                kwargs.update(forced_generation_kwargs(self.processor.tokenizer, [r.get("answer", "") for r in batch]))
             with torch.no_grad():
                 generated = self.model.generate(**inputs, **kwargs)
             sizes = [(r["height"], r["width"]) for r in batch]

@@ -72,7 +72,7 @@ STAGES = {
         {"region_encoder": 2e-5, "projector": 2e-5, "llm": 2e-5},
         description="RegionGPT finetuning: refinement, connector and LLM",
     ),
-    "from-scratch": StagePreset(  # 3e-4 for the tower and LLM helps regions but slows detection (see README)
+    "from-scratch": StagePreset(  # a 3e-4 tower/LLM split was measured twice with opposite results (README)
         {group: 1e-3 for group in V2_GROUPS},
         description="every module trained from random initialisation (the synthetic demo model)",
     ),
