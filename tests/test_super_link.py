@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from visionllm_hf.modeling.decoders import run_decoders, visual_prompts_by_row
 from visionllm_hf.processing import SPECIAL_TOKENS, VisionLLMProcessor
 from visionllm_hf.processing.special_tokens import QUERY_TOKEN, ROUTING_TOKENS
 
@@ -133,6 +134,84 @@ def test_pose_results_carry_keypoints_in_pixels(tiny):
     assert objects and all(len(o["keypoints"]) == len(model.config.keypoint_names) for o in objects)
     for x, y, visibility in objects[0]["keypoints"]:
         assert 0 <= x <= 90 and 0 <= y <= 60 and 0 <= visibility <= 1
+
+
+def test_keypoints_are_predicted_in_their_instance_box_frame(tiny):
+    model = tiny[0]
+    decoder, size = model.decoders["pose"], model.config.decoder_image_size
+    generator = torch.Generator().manual_seed(0)
+    prompts = torch.randn(2, model.config.super_link_queries["pose"], decoder.input_width, generator=generator)
+    pixels = torch.randn(1, 3, size, size, generator=generator)
+    with torch.no_grad():
+        predictions = decoder(prompts, decoder.encode_images(pixels), torch.tensor([0, 0]))
+    boxes, keypoints = predictions["boxes"][:, :, None], predictions["keypoints"][..., :2]
+    # at most one box size from the query's box centre: every keypoint lands on or next to its own instance
+    assert ((keypoints - boxes[..., :2]).abs() <= boxes[..., 2:] + 1e-6).all()
+    assert keypoints.std(dim=2).sum() > 0  # keypoint names are told apart within an instance
+
+
+def two_squares(size: int = 64) -> tuple[np.ndarray, list[dict], torch.Tensor]:
+    """A dark image with a white square on each side, a point on each, and each square's mask."""
+    image = np.zeros((size, size, 3), dtype=np.uint8)
+    masks = torch.zeros(2, size, size)
+    for index, x in enumerate((0, 40)):
+        image[16:40, x : x + 24] = 255
+        masks[index, 16:40, x : x + 24] = 1
+    return image, [{"point": [8.0, 24.0]}, {"point": [56.0, 24.0]}], masks
+
+
+def test_interactive_segmentation_gives_the_visual_prompt_to_sam_inside_generate(tiny):
+    model, processor = tiny
+    image, points, _ = two_squares()
+    inputs = processor(images=[image, image], text=["<image> segment <region>", "<image> segment this"],
+                       regions=[[points[0]], []])
+    script = ScriptedTokens([encode(processor, "[SEG]")] * 2, processor.tokenizer.eos_token_id)
+    generated = model.generate(**inputs, logits_processor=[script], max_new_tokens=5)
+    decoder, link = model.decoders["seg"], model.model.super_link
+    states = torch.stack([link.projections["seg"](row[0]) for row in generated.super_link_states])
+    features = decoder.encode_images(inputs["decoder_pixel_values"])
+    rows = torch.tensor([0, 1])
+    with torch.no_grad():
+        prompted = decoder(states, features, rows, visual_prompts=[inputs["region_masks"][0], None])["mask_logits"]
+        unprompted = decoder(states, features, rows)["mask_logits"]
+    masks = [generated.results[row][0]["masks"][0] for row in range(2)]
+    torch.testing.assert_close(masks[0], prompted[0].sigmoid())  # the row with a region: SAM read it
+    assert not torch.allclose(prompted[0], unprompted[0], atol=0, rtol=1e-2)  # (an untrained SAM: tiny logits)
+    torch.testing.assert_close(masks[1], unprompted[1].sigmoid())  # no region: SAM's no-mask prompt
+
+
+def test_sam_learns_to_segment_what_the_point_marks():
+    """With the [SEG] prompt made identical for both rows, only the point can tell SAM which square to segment."""
+    from visionllm_hf.builder import build_tiny
+
+    model, processor = build_tiny(seed=2)
+    image, points, masks = two_squares()
+    inputs = processor(images=[image, image], text=["<image> segment <region> [SEG]"] * 2,
+                       regions=[[points[0]], [points[1]]])
+    targets = [[{"mask": masks[0]}], [{"mask": masks[1]}]]
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    torch.nn.init.zeros_(model.model.super_link.projections["seg"].linear_2.weight)  # the same prompt for both
+    sam = model.decoders["seg"].sam
+    for parameter in sam.parameters():
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.AdamW(sam.parameters(), lr=3e-3, weight_decay=0.0)
+    model.train()
+    for _ in range(400):
+        loss = model(**inputs, super_link_targets=targets).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        occurrences = model(**inputs).super_link_occurrences
+        outputs = run_decoders(model.model.super_link, model.decoders, occurrences, inputs["decoder_pixel_values"],
+                               visual_prompts_by_row(inputs["input_ids"], model.config.region_token_id,
+                                                     inputs["region_masks"]))
+    predicted = outputs["seg"][1]["mask_logits"] > 0
+    truth = torch.nn.functional.interpolate(masks[:, None], size=predicted.shape[-2:], mode="nearest")[:, 0] > 0
+    iou = (predicted[:, None] & truth[None]).sum((-1, -2)) / (predicted[:, None] | truth[None]).sum((-1, -2))
+    assert iou.diagonal().min() > 0.5 and (iou.diagonal() > iou.flip(1).diagonal()).all(), iou
 
 
 def test_routing_token_as_the_very_last_token_still_runs_its_decoder(tiny):

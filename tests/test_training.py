@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 from transformers import TrainingArguments
 
@@ -241,11 +242,18 @@ def test_sources_build_valid_samples(data):
     assert "<region>" in interactive["messages"][0]["content"] and interactive["targets"][0]["mask"].any()
     pose = coco["pose"].sample(0, rng)
     assert pose["targets"][0]["keypoints"].shape[1:] == (17, 3)
+    assert pose["targets"][0]["category"] in pose["messages"][-1]["content"]
+    record = json.loads(Path(data["referring"]).read_text().splitlines()[0])
+    grounding = ReferringSource(str(data["referring"]), str(data["images"]), task="grounding").sample(0, rng)
+    assert grounding["messages"][-1]["content"] == f"{record['expression']} [DET]."
+    (target,) = grounding["targets"]  # one object, named by the expression for the det_category loss
+    assert target["category"] == record["expression"] and target["boxes"].shape == (1, 4)
+    width, height = Image.open(Path(data["images"]) / record["image"]).size
+    torch.testing.assert_close(target["boxes"][0] * torch.tensor([width, height] * 2), torch.tensor(record["box"]).float())
     for task in ReferringSource.tasks:
         sample = ReferringSource(str(data["referring"]), str(data["images"]), task=task).sample(0, rng)
         assert sample["messages"][-1]["content"]
     import datasets
-    from PIL import Image
 
     table = datasets.Dataset.from_dict(
         {"picture": [Image.fromarray(random_image(8, 8))], "q": ["what?"], "a": ["this"]},

@@ -21,6 +21,7 @@ from transformers import AutoModel, AutoProcessor
 from .evaluation.forcing import forced_generation_kwargs
 from .processing.templates import region_caption_prompt, region_classification_prompt
 from .synthetic import KINDS, make_scene
+from .trainer.data import REC_TEMPLATES
 from .visualization import draw_objects
 
 DEMO_MODEL = Path(__file__).parent / "demo_model"
@@ -56,6 +57,7 @@ def tasks_for(item: dict) -> list[dict]:
     The questions asked about one image: task, question, optional regions and, for perception, the `answer`
     whose structure generation follows (the categories asked, the expression), as VisionLLM v2 and
     `visionllm-hf eval` run perception; the routing tokens' queries and decoders still run inside `generate`.
+    Grounding goes through `[DET]` with the expression as the category and shows the best box (`keep` 1).
     """
     detect = ", ".join(f"{kind} [DET]" for kind in KINDS) + "."
     categories = ", ".join(KINDS)
@@ -66,8 +68,8 @@ def tasks_for(item: dict) -> list[dict]:
         {"task": "captioning", "question": "Describe the image briefly."},
         {"task": "region captioning", "question": region_caption_prompt(1), "regions": region},
         {"task": "region classification", "question": region_classification_prompt(), "regions": region},
-        {"task": "grounding", "question": f"Where is the {expression.removeprefix('the ')} in the image?",
-         "answer": f"{expression} <LOC>."},
+        {"task": "grounding", "question": REC_TEMPLATES[0].format(expression=expression),
+         "answer": f"{expression} [DET].", "keep": 1},
         {"task": "detection", "question": f"Please perform object detection on this image to identify {categories}.",
          "answer": detect},
         {"task": "instance segmentation", "question": f"Please segment all instances of {categories} in this image.",
@@ -108,7 +110,7 @@ def run_demo(
             generated = model.generate(**inputs, **kwargs)
             size = (item["image"].height, item["image"].width)
             answer = processor.post_process_generation(generated, target_sizes=[size])[0]
-            answer["objects"] = _shown_objects(answer["objects"], keep)
+            answer["objects"] = _shown_objects(answer["objects"], task.get("keep", keep))
             picture = draw_objects(item["image"], answer["objects"])
             file_name = f"{item['name']}_{task['task'].replace(' ', '_')}.png"
             picture.save(out / file_name)

@@ -64,7 +64,9 @@ def tiny_sam_config(image_size: int = 64, width: int = 32) -> SamConfig:
             num_pos_feats=width // 2,
         ),
         prompt_encoder_config=SamPromptEncoderConfig(
-            hidden_size=width, image_size=image_size, patch_size=patch, mask_input_channels=4
+            # SAM's own 16: mask_embed's first conv gets 16 // 4 channels, and a LayerNorm over a single channel
+            # (4 // 4) would erase the visual prompt
+            hidden_size=width, image_size=image_size, patch_size=patch, mask_input_channels=16
         ),
         mask_decoder_config=SamMaskDecoderConfig(
             hidden_size=width, mlp_dim=2 * width, num_attention_heads=2, iou_head_hidden_dim=width

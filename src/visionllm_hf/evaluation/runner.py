@@ -5,7 +5,8 @@ keypoints), `captions.json`, `conversations.json` and `referring.jsonl`.
 
 Perception tasks give the model the answer's structure, as VisionLLM v2 evaluates them: detection asks every
 category and forces the answer `c1 [DET], c2 [DET], ...`, pose forces `c [POSE]` for each category in the image,
-REC and RES force `<expression> <LOC>` / `<expression> [SEG]`; the queries, KV cache and decoders then run
+REC forces `<expression> [DET]` (VisionLLM v2's grounding; `<expression> <LOC>` too when the model has a box
+decoder) and RES `<expression> [SEG]`; the queries, KV cache and decoders then run
 exactly as in free generation. Text tasks (counting, captions, region classification) generate freely.
 """
 
@@ -150,23 +151,39 @@ class Evaluator:
         by_name = {self.coco.loadImgs(i)[0]["file_name"]: i for i in self.image_ids}
         return [{**record, **self._image(by_name[record["image"]])} for record in records if record["image"] in allowed]
 
-    def referring(self) -> dict[str, float]:
+    def grounding(self, routing: str) -> list:
+        """
+        REC boxes, one per referring record: `<expression> <LOC>` reads the box decoder (u-LLaVA);
+        `<expression> [DET]` the object decoder's highest-scoring box (VisionLLM v2's grounding).
+        """
         records = self._referring()
-        rec = [{**r, "question": REC_TEMPLATES[0].format(expression=r["expression"]),
-                "answer": f"{r['expression']} <LOC>."} for r in records]
+        requests = [{**r, "question": REC_TEMPLATES[0].format(expression=r["expression"]),
+                     "answer": f"{r['expression']} {routing}."} for r in records]
         boxes = []
-        for output in self._generate(rec, "REC"):
-            located = [o for o in output["objects"] if o["routing"] == "<LOC>"]
-            boxes.append(located[0]["box"] if located else None)
-        res = [{**r, "question": RES_TEMPLATES[0].format(expression=r["expression"]),
-                "answer": f"{r['expression']} [SEG]."} for r in records]
-        masks = []
-        for output in self._generate(res, "RES"):
-            segmented = [o for o in output["objects"] if o["routing"] == "[SEG]"]
-            masks.append(segmented[0]["mask"] if segmented else None)
-        truth_masks = [coco_mask.decode(r["mask"]) for r in records]
-        return {"REC P@0.5": precision_at_iou(boxes, [r["box"] for r in records]),
-                "RES cIoU": cumulative_iou(masks, truth_masks)}
+        for output in self._generate(requests, f"REC {routing}"):
+            located = [o for o in output["objects"] if o["routing"] == routing]
+            boxes.append(max(located, key=lambda o: o["score"])["box"] if located else None)
+        return boxes
+
+    def referring(self, decoders: set[str]) -> dict[str, float]:
+        """REC P@0.5 through `[DET]` when there is an object decoder (else `<LOC>`), also through `<LOC>` when
+        there are both; RES cumulative IoU through `[SEG]`."""
+        records = self._referring()
+        truth_boxes = [r["box"] for r in records]
+        metrics = {}
+        if "object" in decoders:
+            metrics["REC P@0.5"] = precision_at_iou(self.grounding("[DET]"), truth_boxes)
+        if "box" in decoders:
+            metrics["REC P@0.5 <LOC>" if metrics else "REC P@0.5"] = precision_at_iou(self.grounding("<LOC>"), truth_boxes)
+        if "mask" in decoders:
+            res = [{**r, "question": RES_TEMPLATES[0].format(expression=r["expression"]),
+                    "answer": f"{r['expression']} [SEG]."} for r in records]
+            masks = []
+            for output in self._generate(res, "RES"):
+                segmented = [o for o in output["objects"] if o["routing"] == "[SEG]"]
+                masks.append(segmented[0]["mask"] if segmented else None)
+            metrics["RES cIoU"] = cumulative_iou(masks, [coco_mask.decode(r["mask"]) for r in records])
+        return metrics
 
     def region_classification(self) -> dict[str, float]:
         records = self._referring()
@@ -199,8 +216,8 @@ class Evaluator:
             metrics.update(self.detection())
         if "keypoint" in decoders:
             metrics.update(self.pose())
-        if {"box", "mask"} <= decoders:
-            metrics.update(self.referring())
+        if decoders & {"object", "box", "mask"}:
+            metrics.update(self.referring(decoders))
         if self.model.config.region_encoder_type is not None:
             metrics.update(self.region_classification())
         metrics.update(self.counting())

@@ -3,8 +3,8 @@
 - `ConversationSource`: LLaVA-style JSON, `[{"image": "a.jpg", "conversations": [{"from": "human", ...}]}]`;
 - `CocoSource`: COCO JSON + image folder, tasks `detection`, `instance_segmentation`,
   `interactive_segmentation` (instances), `pose` (person_keypoints) and `caption` (captions);
-- `ReferringSource`: JSON lines `{"image", "expression", "box" and/or "mask", "category"}`, tasks `rec`, `res`,
-  `region_caption`, `region_classification`;
+- `ReferringSource`: JSON lines `{"image", "expression", "box" and/or "mask", "category"}`, tasks `rec`,
+  `grounding`, `res`, `region_caption`, `region_classification`;
 - `GenerationSource`: JSON lines of text-to-image pairs `{"prompt", "image"}` (task `text_to_image`) or edits
   `{"input_image", "instruction", "image"}` (task `image_editing`);
 - `DatasetSource`: any `datasets.Dataset` with an image column and a column mapping.
@@ -52,14 +52,14 @@ CAPTION_TEMPLATES = [
     "Give a short caption of the image.",
     "What does this image show? Answer in one sentence.",
 ]
-REC_TEMPLATES = [
-    "Where is the {expression} in the image?",
-    "Please find the {expression}.",
-    "Could you tell me where the {expression} is?",
+REC_TEMPLATES = [  # expressions bring their own article ("the red circle")
+    "Where is {expression} in the image?",
+    "Please find {expression}.",
+    "Could you tell me where {expression} is?",
 ]
 RES_TEMPLATES = [
-    "Please segment the {expression}.",
-    "Can you give the mask of the {expression}?",
+    "Please segment {expression}.",
+    "Can you give the mask of {expression}?",
 ]
 GENERATION_TEMPLATES = [
     "Please generate an image of {prompt}",
@@ -180,7 +180,7 @@ class CocoSource:
         keypoints = torch.tensor([a["keypoints"] for a in people], dtype=torch.float32).view(len(people), -1, 3)
         keypoints[..., 0] /= image["width"]
         keypoints[..., 1] /= image["height"]
-        target = {"boxes": _boxes(people, image), "keypoints": keypoints}
+        target = {"boxes": _boxes(people, image), "keypoints": keypoints, "category": name}
         return conversation_sample(question, f"{name} [POSE].", [path], self.task, targets=[target])
 
     def _interactive(self, path, image, annotations, rng) -> dict:
@@ -207,13 +207,15 @@ class ReferringSource:
     Referring data as JSON lines: `{"image": "a.jpg", "expression": "...", "box": [x1, y1, x2, y2], "mask": ...,
     "category": "..."}` (box in pixels of the image; mask as a COCO polygon list or RLE).
 
-    Tasks: `rec` (answer `<expression> <LOC>`, box target), `res` (answer `<expression> [SEG]`, mask target),
+    Tasks: `rec` (answer `<expression> <LOC>`, box target: u-LLaVA's box decoder), `grounding` (answer
+    `<expression> [DET]`, the box as a one-object detection target named by the expression: VisionLLM v2's
+    grounding through the object decoder), `res` (answer `<expression> [SEG]`, mask target),
     `region_caption` (the region as `<region>`, its `region_caption` or else the expression as answer),
     `region_classification` (the region
     as `<region>`, its category as answer; `category_set` names the closed set in the instruction).
     """
 
-    tasks = ("rec", "res", "region_caption", "region_classification")
+    tasks = ("rec", "grounding", "res", "region_caption", "region_classification")
 
     def __init__(self, path: str, image_folder: str | None = None, task: str = "rec", category_set: str | None = None):
         if task not in self.tasks:
@@ -228,7 +230,7 @@ class ReferringSource:
 
     def sample(self, index: int, rng: random.Random) -> dict:
         record = self.records[index]
-        needed = {"rec": ["box"], "res": ["mask"], "region_classification": ["category"]}.get(self.task, [])
+        needed = {"rec": ["box"], "grounding": ["box"], "res": ["mask"], "region_classification": ["category"]}.get(self.task, [])
         missing = [key for key in ["image", "expression", *needed] if key not in record]
         if missing:
             raise ValueError(f"referring record {index} has no {missing} (task '{self.task}' needs them)")
@@ -236,11 +238,14 @@ class ReferringSource:
         expression = record["expression"]
         with Image.open(path) as image:  # reads the header only
             width, height = image.size
-        if self.task == "rec":
+        if self.task in ("rec", "grounding"):
             question = rng.choice(REC_TEMPLATES).format(expression=expression)
             x1, y1, x2, y2 = record["box"]
             box = [x1 / width, y1 / height, x2 / width, y2 / height]
-            return conversation_sample(question, f"{expression} <LOC>.", [path], self.task, targets=[{"box": box}])
+            if self.task == "rec":
+                return conversation_sample(question, f"{expression} <LOC>.", [path], self.task, targets=[{"box": box}])
+            target = {"boxes": torch.tensor([box], dtype=torch.float32), "category": expression}
+            return conversation_sample(question, f"{expression} [DET].", [path], self.task, targets=[target])
         if self.task == "res":
             question = rng.choice(RES_TEMPLATES).format(expression=expression)
             mask = _masks([{"segmentation": record["mask"]}], {"height": height, "width": width})[0]
