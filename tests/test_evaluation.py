@@ -85,6 +85,7 @@ def test_evaluator_runs_every_task_on_a_demo_size_model(synthetic):
     model, processor = build_demo(seed=0)  # predicts the synthetic shapes' 5 keypoints
     metrics = Evaluator(model, processor, str(synthetic["root"]), max_images=2, batch_size=4, progress=False).run()
     expected = {"detection AP50", "mask AP50", "keypoint AP", "REC P@0.5", "REC P@0.5 <LOC>", "RES cIoU",
+                "interactive segmentation cIoU",
                 "region classification accuracy", "counting exact match", "caption BLEU-4", "caption CIDEr"}
     assert expected <= set(metrics)
     assert all(0.0 <= value for value in metrics.values())

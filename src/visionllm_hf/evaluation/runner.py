@@ -20,7 +20,7 @@ from pycocotools.coco import COCO
 from tqdm.auto import tqdm
 
 from ..processing.templates import parse_category_answer, region_classification_prompt
-from ..trainer.data import DETECTION_TEMPLATES, POSE_TEMPLATES, REC_TEMPLATES, RES_TEMPLATES
+from ..trainer.data import DETECTION_TEMPLATES, INTERACTIVE_TEMPLATES, POSE_TEMPLATES, REC_TEMPLATES, RES_TEMPLATES
 from .forcing import forced_generation_kwargs
 from .metrics import (
     accuracy,
@@ -167,7 +167,8 @@ class Evaluator:
 
     def referring(self, decoders: set[str]) -> dict[str, float]:
         """REC P@0.5 through `[DET]` when there is an object decoder (else `<LOC>`), also through `<LOC>` when
-        there are both; RES cumulative IoU through `[SEG]`."""
+        there are both; RES cumulative IoU through `[SEG]`, and with a region encoder interactive segmentation's
+        (a click on each referred object, `[SEG]` answers)."""
         records = self._referring()
         truth_boxes = [r["box"] for r in records]
         metrics = {}
@@ -182,8 +183,26 @@ class Evaluator:
             for output in self._generate(res, "RES"):
                 segmented = [o for o in output["objects"] if o["routing"] == "[SEG]"]
                 masks.append(segmented[0]["mask"] if segmented else None)
-            metrics["RES cIoU"] = cumulative_iou(masks, [coco_mask.decode(r["mask"]) for r in records])
+            truth = [coco_mask.decode(r["mask"]) for r in records]
+            metrics["RES cIoU"] = cumulative_iou(masks, truth)
+            if self.model.config.region_encoder_type is not None:
+                metrics["interactive segmentation cIoU"] = cumulative_iou(self.interactive(records, truth), truth)
         return metrics
+
+    def interactive(self, records: list[dict], truth: list[np.ndarray]) -> list:
+        """`[SEG]` masks for a click on each referred object: its mask pixel nearest the mask's centroid."""
+        requests = []
+        for record, mask in zip(records, truth):
+            rows, columns = np.nonzero(mask)
+            nearest = np.argmin((rows - rows.mean()) ** 2 + (columns - columns.mean()) ** 2)
+            point = [float(columns[nearest]) + 0.5, float(rows[nearest]) + 0.5]
+            requests.append({**record, "question": INTERACTIVE_TEMPLATES[0], "regions": [{"point": point}],
+                             "answer": "[SEG]."})
+        masks = []
+        for output in self._generate(requests, "interactive segmentation"):
+            segmented = [o for o in output["objects"] if o["routing"] == "[SEG]"]
+            masks.append(segmented[0]["mask"] if segmented else None)
+        return masks
 
     def region_classification(self) -> dict[str, float]:
         records = self._referring()
