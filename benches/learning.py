@@ -20,8 +20,7 @@ MIX = [  # (source spec without paths, sampling ratio)
     ("coco={d}/instances.json,images={d}/images,task=instance_segmentation", 3.0),
     ("coco={d}/instances.json,images={d}/images,task=pose", 1.5),
     ("coco={d}/instances.json,images={d}/images,task=interactive_segmentation", 1.0),
-    ("referring={d}/referring.jsonl,images={d}/images,task=grounding", 1.5),
-    ("referring={d}/referring.jsonl,images={d}/images,task=rec", 0.5),
+    ("referring={d}/referring.jsonl,images={d}/images,task=rec", 1.5),  # REC is scored through [DET] (detection data)
     ("referring={d}/referring.jsonl,images={d}/images,task=res", 1.0),
     ("referring={d}/referring.jsonl,images={d}/images,task=region_caption", 0.5),
     ("referring={d}/referring.jsonl,images={d}/images,task=region_classification", 1.0),
