@@ -151,12 +151,11 @@ class Evaluator:
         by_name = {self.coco.loadImgs(i)[0]["file_name"]: i for i in self.image_ids}
         return [{**record, **self._image(by_name[record["image"]])} for record in records if record["image"] in allowed]
 
-    def grounding(self, routing: str) -> list:
+    def grounding(self, records: list[dict], routing: str) -> list:
         """
         REC boxes, one per referring record: `<expression> <LOC>` reads the box decoder (u-LLaVA);
         `<expression> [DET]` the object decoder's highest-scoring box (VisionLLM v2's grounding).
         """
-        records = self._referring()
         requests = [{**r, "question": REC_TEMPLATES[0].format(expression=r["expression"]),
                      "answer": f"{r['expression']} {routing}."} for r in records]
         boxes = []
@@ -173,33 +172,25 @@ class Evaluator:
         truth_boxes = [r["box"] for r in records]
         metrics = {}
         if "object" in decoders:
-            metrics["REC P@0.5"] = precision_at_iou(self.grounding("[DET]"), truth_boxes)
+            metrics["REC P@0.5"] = precision_at_iou(self.grounding(records, "[DET]"), truth_boxes)
         if "box" in decoders:
-            metrics["REC P@0.5 <LOC>" if metrics else "REC P@0.5"] = precision_at_iou(self.grounding("<LOC>"), truth_boxes)
+            name = "REC P@0.5 <LOC>" if metrics else "REC P@0.5"
+            metrics[name] = precision_at_iou(self.grounding(records, "<LOC>"), truth_boxes)
         if "mask" in decoders:
+            truth = [coco_mask.decode(r["mask"]) for r in records]
             res = [{**r, "question": RES_TEMPLATES[0].format(expression=r["expression"]),
                     "answer": f"{r['expression']} [SEG]."} for r in records]
-            masks = []
-            for output in self._generate(res, "RES"):
-                segmented = [o for o in output["objects"] if o["routing"] == "[SEG]"]
-                masks.append(segmented[0]["mask"] if segmented else None)
-            truth = [coco_mask.decode(r["mask"]) for r in records]
-            metrics["RES cIoU"] = cumulative_iou(masks, truth)
+            metrics["RES cIoU"] = cumulative_iou(self._segment(res, "RES"), truth)
             if self.model.config.region_encoder_type is not None:
-                metrics["interactive segmentation cIoU"] = cumulative_iou(self.interactive(records, truth), truth)
+                clicks = [{**r, "question": INTERACTIVE_TEMPLATES[0], "regions": [{"point": _click(mask)}],
+                           "answer": "[SEG]."} for r, mask in zip(records, truth)]
+                metrics["interactive segmentation cIoU"] = cumulative_iou(self._segment(clicks, "clicks"), truth)
         return metrics
 
-    def interactive(self, records: list[dict], truth: list[np.ndarray]) -> list:
-        """`[SEG]` masks for a click on each referred object: its mask pixel nearest the mask's centroid."""
-        requests = []
-        for record, mask in zip(records, truth):
-            rows, columns = np.nonzero(mask)
-            nearest = np.argmin((rows - rows.mean()) ** 2 + (columns - columns.mean()) ** 2)
-            point = [float(columns[nearest]) + 0.5, float(rows[nearest]) + 0.5]
-            requests.append({**record, "question": INTERACTIVE_TEMPLATES[0], "regions": [{"point": point}],
-                             "answer": "[SEG]."})
+    def _segment(self, requests: list[dict], desc: str) -> list:
+        """Each answer's first `[SEG]` mask (None when it has none)."""
         masks = []
-        for output in self._generate(requests, "interactive segmentation"):
+        for output in self._generate(requests, desc):
             segmented = [o for o in output["objects"] if o["routing"] == "[SEG]"]
             masks.append(segmented[0]["mask"] if segmented else None)
         return masks
@@ -242,6 +233,13 @@ class Evaluator:
         metrics.update(self.counting())
         metrics.update(self.captioning())
         return {name: round(value, 4) for name, value in metrics.items()}
+
+
+def _click(mask: np.ndarray) -> list[float]:
+    """Where a person would click on an object: its mask pixel nearest the mask's centroid (pixel centre)."""
+    rows, columns = np.nonzero(mask)
+    nearest = np.argmin((rows - rows.mean()) ** 2 + (columns - columns.mean()) ** 2)
+    return [float(columns[nearest]) + 0.5, float(rows[nearest]) + 0.5]
 
 
 def _quiet_coco(path: Path) -> COCO:

@@ -106,7 +106,7 @@ def _visual_prompts_for(occurrences: list[RoutingOccurrence], indices: list[int]
     for index in indices:
         row = occurrences[index].row
         k = seen[row] = seen.get(row, -1) + 1
-        prompts.append(by_row[row][k] if row < len(by_row) and k < len(by_row[row]) else None)
+        prompts.append(by_row[row][k] if k < len(by_row[row]) else None)
     return prompts
 
 

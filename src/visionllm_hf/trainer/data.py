@@ -216,6 +216,7 @@ class ReferringSource:
     """
 
     tasks = ("rec", "grounding", "res", "region_caption", "region_classification")
+    required_fields = {"rec": ["box"], "grounding": ["box"], "res": ["mask"], "region_classification": ["category"]}
 
     def __init__(self, path: str, image_folder: str | None = None, task: str = "rec", category_set: str | None = None):
         if task not in self.tasks:
@@ -230,7 +231,7 @@ class ReferringSource:
 
     def sample(self, index: int, rng: random.Random) -> dict:
         record = self.records[index]
-        needed = {"rec": ["box"], "grounding": ["box"], "res": ["mask"], "region_classification": ["category"]}.get(self.task, [])
+        needed = self.required_fields.get(self.task, [])
         missing = [key for key in ["image", "expression", *needed] if key not in record]
         if missing:
             raise ValueError(f"referring record {index} has no {missing} (task '{self.task}' needs them)")
