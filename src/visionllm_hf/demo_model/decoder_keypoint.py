@@ -3,9 +3,12 @@ their keypoints.
 
 The instance part is the object decoder (Grounding DINO fed with the `[POSE]` category features). For each
 object query, one query per keypoint name (a learnable embedding per name, plus the object query's state) runs
-through a small transformer decoder over the per-pixel embeddings and predicts that keypoint's normalised
-(x, y) and a visibility logit. Training reuses the object decoder's Hungarian matches: L1 on visible keypoints
-and BCE on visibility, on top of the detection losses.
+through a small transformer decoder over the per-pixel embeddings and predicts that keypoint's (x, y) and a
+visibility logit. As in ED-Pose and UniPose, keypoints live in their instance's frame: the head predicts an
+offset from the query's box centre in units of the box size (tanh, so at most one box size away), which puts
+every keypoint on its instance from the start and leaves only the within-instance layout to learn. Training
+reuses the object decoder's Hungarian matches: L1 on visible keypoints and BCE on visibility, on top of the
+detection losses.
 
 This file ships with every checkpoint (``trust_remote_code``): it imports only torch and its siblings.
 """
@@ -37,7 +40,7 @@ class KeypointDecoder(ObjectDecoder):
         self.keypoint_head = nn.Linear(width, 3)  # x, y, visibility logit
 
     def forward(self, prompts: torch.Tensor, image_features: torch.Tensor, rows: torch.LongTensor) -> dict:
-        """The object decoder's predictions plus `keypoints` `(images, queries, K, 3)`: x, y in [0, 1], logit."""
+        """The object decoder's predictions plus `keypoints` `(images, queries, K, 3)`: normalised x, y, logit."""
         predictions = super().forward(prompts, image_features, rows)
         states, pixels = predictions["query_states"], predictions["pixel_embeddings"]
         images, queries, width = states.shape
@@ -49,7 +52,9 @@ class KeypointDecoder(ObjectDecoder):
         other_instance = instance[:, None] != instance[None, :]
         decoded = self.keypoint_decoder(targets.flatten(1, 2), memory, tgt_mask=other_instance)
         head = self.keypoint_head(decoded).view(images, queries, count, 3)
-        predictions["keypoints"] = torch.cat([head[..., :2].sigmoid(), head[..., 2:]], dim=-1)
+        boxes = predictions["boxes"][:, :, None]  # cxcywh, normalised
+        xy = boxes[..., :2] + head[..., :2].tanh() * boxes[..., 2:]
+        predictions["keypoints"] = torch.cat([xy, head[..., 2:]], dim=-1)
         return predictions
 
     def compute_loss(self, predictions: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
@@ -73,11 +78,12 @@ class KeypointDecoder(ObjectDecoder):
         return losses
 
     def results(self, predictions: dict) -> list[dict]:
-        """The object decoder's results plus `keypoints` `(n, K, 3)`: x, y normalised, visibility probability."""
+        """The object decoder's results plus `keypoints` `(n, K, 3)`: x, y normalised (inside the image), visibility
+        probability."""
         results = super().results(predictions)
         for result, row in zip(results, predictions["rows"].tolist()):
             chosen = predictions["keypoints"][row, result["queries"]]
-            result["keypoints"] = torch.cat([chosen[..., :2], chosen[..., 2:].sigmoid()], dim=-1)
+            result["keypoints"] = torch.cat([chosen[..., :2].clamp(0, 1), chosen[..., 2:].sigmoid()], dim=-1)
         return results
 
 

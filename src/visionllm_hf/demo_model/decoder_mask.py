@@ -1,6 +1,11 @@
 """`[SEG]` mask decoder on transformers' SAM (u-LLaVA / LISA style): the projected super-link states are SAM's
 sparse prompt embeddings; SAM's own image encoder reads the decoder image. Loss: BCE + Dice.
 
+For interactive segmentation the user's visual prompt (a `<region>`: point, box, scribble or mask, rasterised by
+the processor) also goes to SAM itself, through SAM's dense mask prompt (its prompt encoder's `mask_embed`),
+so SAM sees where the user pointed as it was built to; `[SEG]` tokens without a visual prompt use SAM's
+`no_mask_embed`, as before.
+
 This file ships with every checkpoint (``trust_remote_code``): it imports only torch and transformers.
 """
 
@@ -25,6 +30,7 @@ class PromptableMaskDecoder(nn.Module):
     """
 
     needs_image = True
+    reads_visual_prompts = True
 
     def __init__(self, *, sam_config: PreTrainedConfig):
         super().__init__()
@@ -36,12 +42,20 @@ class PromptableMaskDecoder(nn.Module):
         dtype = self.sam.vision_encoder.get_input_embeddings().projection.weight.dtype
         return self.sam.vision_encoder(pixel_values.to(dtype)).last_hidden_state
 
-    def forward(self, prompts: torch.Tensor, image_features: torch.Tensor, rows: torch.LongTensor) -> dict:
+    def forward(
+        self,
+        prompts: torch.Tensor,
+        image_features: torch.Tensor,
+        rows: torch.LongTensor,
+        visual_prompts: list[torch.Tensor | None] | None = None,
+    ) -> dict:
         """
         Args:
             prompts (`(occurrences, tokens, width)`): projected super-link states, SAM's sparse prompts.
             image_features (`(images, width, h, w)`): from `encode_images`.
             rows (`(occurrences,)`): each occurrence's image in `image_features`.
+            visual_prompts (`list`, *optional*): per occurrence, a 2-D mask over the whole image (any size) or
+                None; given masks become SAM's dense prompts.
 
         Returns:
             `{"mask_logits": (occurrences, 4h, 4w), "scores": (occurrences,)}` with SAM's predicted IoU as score.
@@ -50,6 +64,15 @@ class PromptableMaskDecoder(nn.Module):
         count = len(rows)
         positional = self.sam.get_image_wide_positional_embeddings().expand(count, -1, -1, -1)
         dense = self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(embeddings)
+        given = [i for i, mask in enumerate(visual_prompts or []) if mask is not None]
+        if given:
+            size = (4 * embeddings.shape[-2], 4 * embeddings.shape[-1])  # SAM's mask input: 4x its grid
+            masks = torch.stack([
+                F.interpolate(visual_prompts[i].to(embeddings.device, torch.float32)[None, None], size, mode="area")[0]
+                for i in given
+            ])
+            dense = dense.clone()
+            dense[given] = self.sam.prompt_encoder.mask_embed(masks.to(embeddings.dtype)).to(dense.dtype)
         masks, iou = self.sam.mask_decoder(
             image_embeddings=embeddings,
             image_positional_embeddings=positional.to(embeddings.dtype),

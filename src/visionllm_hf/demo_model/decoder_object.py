@@ -2,9 +2,10 @@
 
 VisionLLM v2 (paper 002, section 3.2) drops Grounding DINO's BERT text encoder: the "text" is one feature per
 category, the super-link queries of that category's routing token pooled into one embedding ("person [DET],
-car [DET]" -> two categories), standardised per feature dimension (see `standardise_categories`). Here the categories are laid out as Grounding DINO expects a caption,
-`[CLS] c1 . c2 . ... [SEP]`, with the category features at the `c` positions (zeros elsewhere), so its own
-cross-modal encoder, query selection and contrastive class head run unchanged. A mask head (query embedding x
+car [DET]" -> two categories) and standardised per feature dimension (see `standardise_categories`). Here the
+categories are laid out as Grounding DINO expects a caption, `[CLS] c1 . c2 . ... [SEP]`, with the category
+features at the `c` positions (zeros elsewhere), so its own cross-modal encoder, query selection and
+contrastive class head run unchanged. A mask head (query embedding x
 per-pixel embedding of the backbone's finest level, MaskDINO style) gives instance masks for detection,
 instance segmentation, grounding and interactive segmentation.
 

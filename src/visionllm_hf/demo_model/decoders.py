@@ -6,6 +6,10 @@ queries. Every decoder has the same small interface: `input_width`, `needs_image
 `results(predictions)`. Image-making decoders (`makes_images`) also take the image generation options
 (`num_inference_steps`, `guidance_scale`, `image_guidance_scale`, `seed`) in `results`.
 
+A decoder with `reads_visual_prompts` (the SAM mask decoder) also gets the user's visual prompts: the k-th of its
+routing tokens in a sample reads that sample's k-th `<region>` mask (interactive segmentation: "segment
+<region>" -> "[SEG]"), or none when the sample has fewer regions.
+
 Decoders read `decoder_pixel_values`: per sample, its first image resized to `config.decoder_image_size`
 squared and normalised with ImageNet statistics (the processor makes it). Predictions are in coordinates
 normalised to that image, which are the original image's normalised coordinates.
@@ -81,14 +85,41 @@ def build_super_link(config) -> SuperLink | None:
     )
 
 
+def visual_prompts_by_row(
+    input_ids: torch.LongTensor, region_token_id: int | None, region_masks: torch.Tensor | None
+) -> list[list[torch.Tensor]]:
+    """Per sample, its region masks in `<region>` order (the processor lays regions out row by row)."""
+    per_row = [[] for _ in range(len(input_ids))]
+    if region_masks is None or region_token_id is None:
+        return per_row
+    rows = (input_ids == region_token_id).nonzero()[:, 0].tolist()
+    if len(rows) != len(region_masks):
+        raise ValueError(f"input_ids hold {len(rows)} <region> tokens but {len(region_masks)} region_masks were given")
+    for row, mask in zip(rows, region_masks):
+        per_row[row].append(mask)
+    return per_row
+
+
+def _visual_prompts_for(occurrences: list[RoutingOccurrence], indices: list[int], by_row: list[list]) -> list:
+    """The k-th occurrence of a decoder in a row reads the row's k-th visual prompt (None past the last)."""
+    seen, prompts = {}, []
+    for index in indices:
+        row = occurrences[index].row
+        k = seen[row] = seen.get(row, -1) + 1
+        prompts.append(by_row[row][k] if k < len(by_row[row]) else None)
+    return prompts
+
+
 def run_decoders(
     super_link: SuperLink,
     decoders: nn.ModuleDict,
     occurrences: list[RoutingOccurrence],
     decoder_pixel_values: torch.Tensor | None,
+    visual_prompts: list[list[torch.Tensor]] | None = None,
 ) -> dict[str, tuple[list[int], dict]]:
     """
-    Run each decoder once on all its occurrences.
+    Run each decoder once on all its occurrences; `visual_prompts` (from `visual_prompts_by_row`) go to the
+    decoders that read them.
 
     Returns:
         routing name -> (indices into `occurrences`, the decoder's batched predictions in that order).
@@ -107,7 +138,10 @@ def run_decoders(
                 raise ValueError(f"the '{name}' decoder reads the image: pass the processor's decoder_pixel_values")
             needed, rows = rows.unique(return_inverse=True)
             image_features = decoder.encode_images(decoder_pixel_values.to(device)[needed])
-        outputs[name] = (indices, decoder(prompts, image_features, rows))
+        extra = {}
+        if getattr(decoder, "reads_visual_prompts", False) and visual_prompts is not None:
+            extra["visual_prompts"] = _visual_prompts_for(occurrences, indices, visual_prompts)
+        outputs[name] = (indices, decoder(prompts, image_features, rows, **extra))
     return outputs
 
 
@@ -143,4 +177,5 @@ __all__ = [
     "decoder_losses",
     "decoder_results",
     "run_decoders",
+    "visual_prompts_by_row",
 ]

@@ -14,7 +14,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import ModelOutput
 
 from .configuration_visionllm import VisionLLMConfig
-from .decoders import build_decoders, build_super_link, decoder_losses, run_decoders
+from .decoders import build_decoders, build_super_link, decoder_losses, run_decoders, visual_prompts_by_row
 from .region_encoders import RegionGPTRegionEncoder, VisionLLMV2RegionEncoder
 from .super_link import RoutingOccurrence
 from .super_link_generation import VisionLLMGenerateOutput, generate_with_super_link
@@ -456,7 +456,8 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size
             )
         if super_link_targets is not None:
-            losses = self._decoder_losses(occurrences or [], super_link_targets, decoder_pixel_values)
+            visual_prompts = visual_prompts_by_row(input_ids, self.config.region_token_id, region_masks)
+            losses = self._decoder_losses(occurrences or [], super_link_targets, decoder_pixel_values, visual_prompts)
             weighted = sum(self.config.decoder_loss_weights[name] * value for name, value in losses.items())
             loss = weighted if loss is None else loss + weighted
         return VisionLLMCausalLMOutputWithPast(
@@ -471,7 +472,9 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
             super_link_occurrences=occurrences,
         )
 
-    def _decoder_losses(self, occurrences, targets: list[list[dict]], decoder_pixel_values) -> dict[str, torch.Tensor]:
+    def _decoder_losses(
+        self, occurrences, targets: list[list[dict]], decoder_pixel_values, visual_prompts
+    ) -> dict[str, torch.Tensor]:
         if self.decoders is None:
             raise ValueError("super_link_targets were given but this model has no decoders")
         for row, row_targets in enumerate(targets):
@@ -479,7 +482,7 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
             if found != len(row_targets):
                 raise ValueError(f"sample {row} has {found} routing tokens but {len(row_targets)} super_link_targets")
         flat_targets = [target for row_targets in targets for target in row_targets]
-        outputs = run_decoders(self.model.super_link, self.decoders, occurrences, decoder_pixel_values)
+        outputs = run_decoders(self.model.super_link, self.decoders, occurrences, decoder_pixel_values, visual_prompts)
         return decoder_losses(self.decoders, outputs, flat_targets)
 
     def generate(self, *args, **kwargs):

@@ -26,7 +26,7 @@ from transformers.generation import (
 )
 from transformers.modeling_outputs import ModelOutput
 
-from .decoders import decoder_results, run_decoders
+from .decoders import decoder_results, run_decoders, visual_prompts_by_row
 
 IMAGE_OPTIONS = ("num_inference_steps", "guidance_scale", "image_guidance_scale", "seed")
 UNSUPPORTED = {"num_beams": 1, "num_return_sequences": 1, "assistant_model": None, "streamer": None}
@@ -169,7 +169,8 @@ def generate_with_super_link(
 
     sequences, final_mask, positions = _compact(sequence, mask, prompt_length, pad_id)
     occurrences.sort(key=lambda occurrence: (occurrence.row, occurrence.position))
-    results = _results(model, occurrences, decoder_pixel_values, positions, batch, image_options)
+    visual_prompts = visual_prompts_by_row(input_ids, model.config.region_token_id, model_inputs.get("region_masks"))
+    results = _results(model, occurrences, decoder_pixel_values, visual_prompts, positions, batch, image_options)
     if return_dict_in_generate is False:
         return sequences
     states = [[o.states for o in occurrences if o.row == row] for row in range(batch)]
@@ -239,11 +240,13 @@ def _compact(sequence, mask, prompt_length: int, pad_id: int):
     )
 
 
-def _results(model, occurrences, decoder_pixel_values, positions, batch: int, image_options: dict) -> list[list[dict]]:
+def _results(
+    model, occurrences, decoder_pixel_values, visual_prompts, positions, batch: int, image_options: dict
+) -> list[list[dict]]:
     per_row = [[] for _ in range(batch)]
     if not occurrences:
         return per_row
-    outputs = run_decoders(model.model.super_link, model.decoders, occurrences, decoder_pixel_values)
+    outputs = run_decoders(model.model.super_link, model.decoders, occurrences, decoder_pixel_values, visual_prompts)
     routing_tokens = {name: token for token, name in model.model.super_link.names_by_id.items()}
     results = decoder_results(model.decoders, outputs, len(occurrences), image_options)
     for occurrence, result in zip(occurrences, results):
