@@ -22,7 +22,7 @@ from .evaluation.forcing import forced_generation_kwargs
 from .processing.templates import region_caption_prompt, region_classification_prompt
 from .synthetic import KINDS, make_scene
 from .trainer.data import REC_TEMPLATES
-from .visualization import draw_objects
+from .visualization import draw_objects, draw_visual_prompts
 
 DEMO_MODEL = Path(__file__).parent / "demo_model"
 HELD_OUT_SEED = 12345  # the demo model never saw this stream
@@ -113,7 +113,7 @@ def run_demo(
             answer["objects"] = _shown_objects(answer["objects"], task.get("keep", keep))
             # pose data has no masks, so the keypoint decoder's mask head is never trained: draw boxes and keypoints
             drawn = [{**o, "mask": None} if o["routing"] == "[POSE]" else o for o in answer["objects"]]
-            picture = draw_objects(item["image"], drawn)
+            picture = draw_visual_prompts(draw_objects(item["image"], drawn), task.get("regions", []))
             file_name = f"{item['name']}_{task['task'].replace(' ', '_')}.png"
             picture.save(out / file_name)
             results.append({

@@ -1,8 +1,12 @@
-"""Draw `post_process_generation` objects (boxes, masks, keypoints, labels) onto an image with PIL."""
+"""
+Draw `post_process_generation` objects (boxes, masks, keypoints, labels) and the user's visual prompts (the
+processor's `regions`) onto an image with PIL.
+"""
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+PROMPT_COLOUR = (255, 255, 255)
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
            (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128)]
 
@@ -46,9 +50,55 @@ def draw_objects(
     return drawn
 
 
+def draw_visual_prompts(
+    image: Image.Image, regions: list, colour: tuple[int, int, int] = PROMPT_COLOUR, cross_size: int = 4
+) -> Image.Image:
+    """
+    A copy of `image` with the visual prompts of one image (the regions given to the processor, in the image's
+    pixels) drawn in `colour`, so a picture shows what was asked: box and polygon outlines, scribble lines, a
+    cross at each point, the border of each mask.
+    """
+    drawn = image.convert("RGB")
+    pen = ImageDraw.Draw(drawn)
+    for index, region in enumerate(regions):
+        if not isinstance(region, dict):
+            region = {"mask": region}
+        kinds = [key for key in ("box", "point", "scribble", "polygon", "mask") if key in region]
+        if len(kinds) != 1:
+            raise ValueError(
+                f"region {index}: needs exactly one of box, point, scribble, polygon, mask; got {sorted(region)}"
+            )
+        kind, value = kinds[0], region[kinds[0]]
+        if kind == "box":
+            pen.rectangle([float(v) for v in value], outline=colour, width=1)
+        elif kind == "point":
+            x, y = (float(v) for v in value)
+            pen.line([x - cross_size, y, x + cross_size, y], fill=colour, width=2)
+            pen.line([x, y - cross_size, x, y + cross_size], fill=colour, width=2)
+        elif kind == "scribble":
+            pen.line([tuple(float(v) for v in point) for point in value], fill=colour, width=2)
+        elif kind == "polygon":
+            pen.polygon([tuple(float(v) for v in point) for point in value], outline=colour)
+        else:
+            canvas = np.asarray(drawn).copy()
+            canvas[_border(np.asarray(value, dtype=bool), canvas.shape[:2], index)] = colour
+            drawn = Image.fromarray(canvas)
+            pen = ImageDraw.Draw(drawn)
+    return drawn
+
+
+def _border(mask: np.ndarray, image_shape: tuple[int, int], index: int) -> np.ndarray:
+    """The mask's pixels with a 4-neighbour outside the mask (or on the image's edge)."""
+    if mask.shape != image_shape:
+        raise ValueError(f"region {index}: mask of shape {mask.shape} does not fit the image of shape {image_shape}")
+    padded = np.pad(mask, 1)
+    inside = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inside
+
+
 def _score(obj: dict) -> str:
     score = obj.get("score")
     return "" if score is None else f"{score:.2f}"
 
 
-__all__ = ["color_for", "draw_objects"]
+__all__ = ["PROMPT_COLOUR", "color_for", "draw_objects", "draw_visual_prompts"]
