@@ -6,6 +6,8 @@ processor's `regions`) onto an image with PIL.
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .processing.regions import split_region
+
 PROMPT_COLOUR = (255, 255, 255)
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
            (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128)]
@@ -61,14 +63,7 @@ def draw_visual_prompts(
     drawn = image.convert("RGB")
     pen = ImageDraw.Draw(drawn)
     for index, region in enumerate(regions):
-        if not isinstance(region, dict):
-            region = {"mask": region}
-        kinds = [key for key in ("box", "point", "scribble", "polygon", "mask") if key in region]
-        if len(kinds) != 1:
-            raise ValueError(
-                f"region {index}: needs exactly one of box, point, scribble, polygon, mask; got {sorted(region)}"
-            )
-        kind, value = kinds[0], region[kinds[0]]
+        kind, value = split_region(region, f"region {index}")
         if kind == "box":
             pen.rectangle([float(v) for v in value], outline=colour, width=1)
         elif kind == "point":

@@ -41,7 +41,7 @@ def rasterize_region(region, image_size: tuple[int, int], tile_size: int, cell_s
     Raises:
         ValueError: unknown kind, wrong shape, coordinates outside the image, or an empty region.
     """
-    kind, value = _split_kind(region, where)
+    kind, value = split_region(region, where)
     height, width = image_size
     scale = torch.tensor([tile_size / width, tile_size / height])
     if kind == "mask":
@@ -56,7 +56,8 @@ def rasterize_region(region, image_size: tuple[int, int], tile_size: int, cell_s
     return mask
 
 
-def _split_kind(region, where: str):
+def split_region(region, where: str) -> tuple[str, object]:
+    """`(kind, value)` of one region; `where` names it in the errors (unknown kind, not a region)."""
     if isinstance(region, (np.ndarray, torch.Tensor, Image.Image)):
         return "mask", region
     if not isinstance(region, dict):
@@ -151,4 +152,4 @@ def _resize_mask(mask: torch.Tensor, tile_size: int) -> torch.Tensor:
     return resized if resized.any() else coverage > 0
 
 
-__all__ = ["REGION_KINDS", "is_region", "rasterize_region"]
+__all__ = ["REGION_KINDS", "is_region", "rasterize_region", "split_region"]
