@@ -6,6 +6,7 @@ from transformers.cache_utils import DynamicCache
 
 from visionllm_hf.builder.v1 import build_tiny_v1
 from visionllm_hf.modeling.modeling_visionllm_v1 import decode_location, encode_location, format_query_ids
+from visionllm_hf.modeling.transformers_compat import cache_argument
 from visionllm_hf.processing.processing_visionllm_v1 import location_token
 
 from .helpers import random_image
@@ -61,7 +62,7 @@ def test_parallel_decoding_equals_decoding_each_slot_alone(tiny_v1):
         mask = inputs["attention_mask"]
         prompt_positions = (mask.cumsum(-1) - 1).clamp_min(0)
         cache = DynamicCache(config=model.config.text_config)
-        model.language_model(inputs_embeds=prefix, attention_mask=mask, position_ids=prompt_positions, past_key_values=cache, use_cache=True)
+        model.language_model(inputs_embeds=prefix, attention_mask=mask, position_ids=prompt_positions, use_cache=True, **cache_argument(cache))
         length = prefix.shape[1]
         queries = model.get_input_embeddings()(torch.tensor(format_query_ids(model.config, 5)))
         start = mask.sum(-1, keepdim=True)
@@ -69,7 +70,7 @@ def test_parallel_decoding_equals_decoding_each_slot_alone(tiny_v1):
             embeds = queries[None] + image_embeddings[:, slot, None]
             hidden = model.language_model(
                 inputs_embeds=embeds, attention_mask=torch.cat([mask, torch.ones(len(mask), 5, dtype=mask.dtype)], 1),
-                position_ids=start + torch.arange(5), past_key_values=cache, use_cache=True,
+                position_ids=start + torch.arange(5), use_cache=True, **cache_argument(cache),
             ).last_hidden_state
             cache.crop(-5)  # the next slot sees the prompt only
             torch.testing.assert_close(parallel[:, slot], model.lm_head(hidden), atol=1e-5, rtol=0)

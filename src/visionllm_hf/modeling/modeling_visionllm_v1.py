@@ -27,6 +27,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast, ModelOutput
 
 from .configuration_visionllm_v1 import MAX_BOUNDARY_POINTS, VisionLLMv1Config
 from .image_tokenizer_v1 import LanguageGuidedImageTokenizer
+from .transformers_compat import cache_argument, merge_cache_arguments, output_cache
 
 
 def encode_location(coordinates: torch.Tensor, references: torch.Tensor, location_range: int) -> torch.LongTensor:
@@ -74,7 +75,7 @@ class VisionLLMv1PreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
     _no_split_modules = ["LanguageGuidedImageTokenizer"]
     _supports_sdpa = True
     _supports_attention_backend = True
@@ -136,13 +137,14 @@ class VisionLLMv1ForConditionalGeneration(VisionLLMv1PreTrainedModel, Generation
         prompt_attention_mask: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
         object_targets: list[dict] | None = None,
         num_fields: int = 5,
+        past_key_values: Cache | None = None,
         **kwargs,
     ):
         r"""
@@ -168,9 +170,9 @@ class VisionLLMv1ForConditionalGeneration(VisionLLMv1PreTrainedModel, Generation
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=use_cache,
             return_dict=True,
+            **cache_argument(merge_cache_arguments(cache, past_key_values)),
             **kwargs,
         )
         hidden = outputs.last_hidden_state
@@ -180,7 +182,7 @@ class VisionLLMv1ForConditionalGeneration(VisionLLMv1PreTrainedModel, Generation
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **cache_argument(output_cache(outputs)))
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
         model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
