@@ -12,7 +12,8 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 import visionllm_hf
-from visionllm_hf.builder import save_checkpoint
+from visionllm_hf.builder import save_checkpoint, write_remote_code
+from visionllm_hf.demo import DEMO_MODEL
 
 from .helpers import ScriptedTokens, random_image
 from .test_regions import build as build_with_region_encoder
@@ -34,6 +35,7 @@ FLAT_CODE_FILES = {
     "regions.py",
     "post_processing.py",
     "special_tokens.py",
+    "transformers_compat.py",
 }
 
 
@@ -152,3 +154,27 @@ def test_routing_decoders_survive_a_fresh_environment_load(tiny, tiny_checkpoint
     assert [[o["label"] for o in p["objects"]] for p in loaded["objects"]] == [
         [o["label"] for o in p["objects"]] for p in processed
     ]
+
+
+def test_shipped_demo_model_code_is_the_package_code(tmp_path):
+    """The demo folder's code files are exactly what save_pretrained writes today (refresh: write_remote_code)."""
+    expected = write_remote_code(tmp_path)
+    assert set(expected) == FLAT_CODE_FILES
+    shipped = sorted(path.name for path in DEMO_MODEL.glob("*.py"))
+    assert shipped == expected, "refresh with visionllm_hf.builder.write_remote_code(DEMO_MODEL)"
+    for name in expected:
+        assert (DEMO_MODEL / name).read_bytes() == (tmp_path / name).read_bytes(), (
+            f"demo_model/{name} differs from the package's: refresh with write_remote_code(DEMO_MODEL)"
+        )
+
+
+def test_shipped_demo_model_loads_without_the_package_and_gives_the_package_logits(tmp_path):
+    images = [random_image(70, 110, seed=3), random_image(128, 128, seed=4)]
+    texts = ["<image> How many shapes are there?", "<image> Segment <region>."]
+    processor_kwargs = {"images": images, "text": texts, "regions": [[], [{"point": [64, 64]}]]}
+    loaded = load_in_fresh_environment(DEMO_MODEL, processor_kwargs, tmp_path)
+    model = visionllm_hf.VisionLLMForConditionalGeneration.from_pretrained(DEMO_MODEL).eval()
+    processor = visionllm_hf.VisionLLMProcessor.from_pretrained(DEMO_MODEL)
+    with torch.no_grad():
+        expected = model(**processor(**processor_kwargs)).logits
+    assert (loaded["logits"] - expected).abs().max() <= 1e-5

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import torch
 from transformers import PreTrainedTokenizerBase
+from transformers.dynamic_module_utils import custom_object_save
 
 from ..modeling.configuration_visionllm import VisionLLMConfig
 from ..modeling.modeling_visionllm import VisionLLMForConditionalGeneration
@@ -35,6 +36,16 @@ def build_processor(
     return VisionLLMProcessor(
         image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE, super_link_queries=queries
     )
+
+
+def write_remote_code(folder: str | Path, classes: tuple = (VisionLLMForConditionalGeneration, VisionLLMProcessor)) -> list[str]:
+    """
+    Write into `folder` the code files `save_pretrained` ships with `classes` (each class's file and its sibling
+    imports, copied by transformers' own `custom_object_save`); returns their names. Refreshes the code of a
+    checkpoint folder whose weights and config stay as they are, such as the shipped demo model.
+    """
+    written = {Path(path).name for cls in classes for path in custom_object_save(cls, folder)}
+    return sorted(written)
 
 
 def save_checkpoint(model: VisionLLMForConditionalGeneration, processor: VisionLLMProcessor, out: str | Path):
@@ -112,4 +123,12 @@ def set_generation_tokens(model: VisionLLMForConditionalGeneration, tokenizer: P
     model.generation_config.bos_token_id = tokenizer.bos_token_id
 
 
-__all__ = ["build_demo", "build_processor", "build_tiny", "count_parameters", "save_checkpoint", "set_generation_tokens"]
+__all__ = [
+    "build_demo",
+    "build_processor",
+    "build_tiny",
+    "count_parameters",
+    "save_checkpoint",
+    "set_generation_tokens",
+    "write_remote_code",
+]

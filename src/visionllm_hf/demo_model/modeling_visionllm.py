@@ -11,56 +11,37 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from .configuration_visionllm import VisionLLMConfig
 from .decoders import build_decoders, build_super_link, decoder_losses, run_decoders, visual_prompts_by_row
 from .region_encoders import RegionGPTRegionEncoder, VisionLLMV2RegionEncoder
 from .super_link import RoutingOccurrence
 from .super_link_generation import VisionLLMGenerateOutput, generate_with_super_link
+from .transformers_compat import cache_argument, merge_cache_arguments, output_cache
 
 
 @dataclass
-class VisionLLMModelOutputWithPast(ModelOutput):
+class VisionLLMModelOutputWithPast(BaseModelOutputWithPast):
     """
-    Output of [`VisionLLMModel`].
+    Output of [`VisionLLMModel`]: transformers' `BaseModelOutputWithPast` (`last_hidden_state`, the KV cache,
+    `hidden_states`, `attentions`) plus:
 
     Args:
-        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
-            Hidden states of the LLM's last layer.
-        past_key_values (`Cache`, *optional*):
-            The KV cache, returned when `use_cache=True`.
-        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
-            Hidden states of every LLM layer, returned when `output_hidden_states=True`.
-        attentions (`tuple(torch.FloatTensor)`, *optional*):
-            Attention weights, returned when `output_attentions=True`.
         image_hidden_states (`torch.FloatTensor` of shape `(num_tiles, image_seq_length, hidden_size)`, *optional*):
             Projected image features that were written into the `<image>` positions.
     """
 
-    last_hidden_state: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
     image_hidden_states: torch.FloatTensor | None = None
 
 
 @dataclass
-class VisionLLMCausalLMOutputWithPast(ModelOutput):
+class VisionLLMCausalLMOutputWithPast(CausalLMOutputWithPast):
     """
-    Output of [`VisionLLMForConditionalGeneration`].
+    Output of [`VisionLLMForConditionalGeneration`]: transformers' `CausalLMOutputWithPast` (`loss`, `logits`, the
+    KV cache, `hidden_states`, `attentions`) plus:
 
     Args:
-        loss (`torch.FloatTensor` of shape `()`, *optional*):
-            Next-token cross-entropy over the positions whose `labels` are not -100.
-        logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
-            LM head scores.
-        past_key_values (`Cache`, *optional*):
-            The KV cache, returned when `use_cache=True`.
-        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
-            Hidden states of every LLM layer, returned when `output_hidden_states=True`.
-        attentions (`tuple(torch.FloatTensor)`, *optional*):
-            Attention weights, returned when `output_attentions=True`.
         image_hidden_states (`torch.FloatTensor`, *optional*):
             Projected image features that were written into the `<image>` positions.
         lm_loss (`torch.FloatTensor`, *optional*):
@@ -69,13 +50,11 @@ class VisionLLMCausalLMOutputWithPast(ModelOutput):
             Every decoder loss component before weighting (`box_l1`, `mask_dice`, ...), for logging.
         super_link_occurrences (`list[RoutingOccurrence]`, *optional*):
             Every routing token of the input with the last-layer states of its super-link queries.
+
+    The KV cache field is `past_key_values` before transformers 5.24 and `cache` from 5.24 on (the output
+    classes are transformers' own, so each release gets its own name).
     """
 
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
     image_hidden_states: torch.FloatTensor | None = None
     lm_loss: torch.FloatTensor | None = None
     decoder_losses: dict[str, torch.FloatTensor] | None = None
@@ -100,8 +79,8 @@ def build_region_encoder(config: VisionLLMConfig) -> nn.Module | None:
     )
 
 
-def _is_prefill(past_key_values: Cache | None) -> bool:
-    return past_key_values is None or past_key_values.get_seq_length() == 0
+def _is_prefill(cache: Cache | None) -> bool:
+    return cache is None or cache.get_seq_length() == 0
 
 
 class VisionLLMMultiModalProjector(nn.Module):
@@ -124,7 +103,7 @@ class VisionLLMPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
     # device_map="auto" keeps each of these whole on one device (they also hold tied weights accelerate
     # cannot place apart); transformers adds the vision tower's and the LLM's own blocks.
     _no_split_modules = [
@@ -259,9 +238,10 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
         region_image_index: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> VisionLLMModelOutputWithPast:
         r"""
@@ -277,7 +257,10 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
                 Visual prompts as binary masks over their image's global view, in `<region>` order.
             region_image_index (`torch.LongTensor` of shape `(num_regions,)`, *optional*):
                 Index of each region's image among the batch's images.
+            cache (`Cache`, *optional*):
+                The KV cache (`past_key_values` is the same argument under its name before transformers 5.24).
         """
+        cache = merge_cache_arguments(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -301,10 +284,10 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
                 inputs_embeds = self._scatter(
                     inputs_embeds, input_ids, self.config.region_token_id, region_features[:, None], "<region>"
                 )
-        elif input_ids is not None and _is_prefill(past_key_values):
+        elif input_ids is not None and _is_prefill(cache):
             if (input_ids == self.config.image_token_id).any():
                 raise ValueError("input_ids contain <image> tokens but no pixel_values were given")
-        if region_masks is None and input_ids is not None and _is_prefill(past_key_values):
+        if region_masks is None and input_ids is not None and _is_prefill(cache):
             if self.config.region_token_id is not None and (input_ids == self.config.region_token_id).any():
                 raise ValueError("input_ids contain <region> tokens but no regions were given")
 
@@ -316,14 +299,14 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=use_cache,
             return_dict=True,
+            **cache_argument(cache),
             **kwargs,
         )
         return VisionLLMModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
+            **cache_argument(output_cache(outputs)),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=image_features,
@@ -389,13 +372,14 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
         region_image_index: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         decoder_pixel_values: torch.FloatTensor | None = None,
         super_link_targets: list[list[dict]] | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> VisionLLMCausalLMOutputWithPast:
         r"""
@@ -433,7 +417,7 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
             region_image_index=region_image_index,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=merge_cache_arguments(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -463,7 +447,7 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
         return VisionLLMCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **cache_argument(output_cache(outputs)),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,

@@ -27,6 +27,7 @@ from transformers.generation import (
 from transformers.modeling_outputs import ModelOutput
 
 from .decoders import decoder_results, run_decoders, visual_prompts_by_row
+from .transformers_compat import output_cache
 
 IMAGE_OPTIONS = ("num_inference_steps", "guidance_scale", "image_guidance_scale", "seed")
 UNSUPPORTED = {"num_beams": 1, "num_return_sequences": 1, "assistant_model": None, "streamer": None}
@@ -130,7 +131,7 @@ def generate_with_super_link(
         logits_to_keep=1,
         **model_inputs,
     )
-    cache, next_logits = outputs.past_key_values, outputs.logits[:, -1]
+    cache, next_logits = output_cache(outputs), outputs.logits[:, -1]
     occurrences, sampled = [], torch.zeros(batch, dtype=torch.long, device=input_ids.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
 
@@ -154,7 +155,7 @@ def generate_with_super_link(
             input_ids=chunk,
             attention_mask=mask,
             position_ids=_positions(mask, chunk.shape[1]),
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
         )
         for occurrence in outputs.super_link_occurrences:
@@ -163,7 +164,7 @@ def generate_with_super_link(
                 occurrences.append(occurrence)
         if last_step:
             break
-        cache = outputs.past_key_values
+        cache = output_cache(outputs)
         last_real = chunk_mask.sum(1).clamp_min(1) - 1
         next_logits = outputs.logits[torch.arange(batch), last_real]
 
