@@ -32,10 +32,6 @@ class VisionLLMv1Processor(ProcessorMixin):
         location_range (`int`): R of the location tokens `<p-R>` .. `<pR>`.
     """
 
-    attributes = ["image_processor", "tokenizer"]
-    image_processor_class = "AutoImageProcessor"
-    tokenizer_class = "AutoTokenizer"
-
     def __init__(self, image_processor=None, tokenizer=None, num_image_tokens: int = 100, location_range: int = 512, **kwargs):
         self.num_image_tokens = num_image_tokens
         self.location_range = location_range
