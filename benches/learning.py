@@ -6,6 +6,7 @@ trains it (stage `from-scratch`), and `visionllm-hf eval` scores it on a held-ou
 against the goals and the time each phase took.
 
     python benches/learning.py [--steps 7000] [--train-images 1500] [--eval-images 100] [--out outputs/learning]
+                               [--smoke]
 """
 
 import argparse
@@ -43,7 +44,10 @@ def main():
     parser.add_argument("--train-images", type=int, default=1500)
     parser.add_argument("--eval-images", type=int, default=100)
     parser.add_argument("--out", default="outputs/learning")
+    parser.add_argument("--smoke", action="store_true", help="a few steps on a few scenes: checks the bench runs (CI)")
     args = parser.parse_args()
+    if args.smoke:
+        args.steps, args.train_images, args.eval_images = 4, 8, 4
     out = Path(args.out)
     times = {}
 

@@ -4,7 +4,7 @@ Both decode M = 100 objects of `<cls> <x1> <y1> <x2> <y2>` after the same prompt
 path in one forward (`decode_objects`), the autoregressive path as 500 greedy steps with the KV cache (what
 generating those tokens one by one costs). Prints the median times over a few repeats and the speed-up.
 
-    python benches/v1_decoding.py [--objects 100] [--repeats 3]
+    python benches/v1_decoding.py [--objects 100] [--repeats 3] [--smoke]
 """
 
 import argparse
@@ -31,7 +31,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objects", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="smallest sizes, one repeat: checks the bench runs (CI)")
     args = parser.parse_args()
+    if args.smoke:
+        args.objects, args.repeats = 10, 1
     torch.set_grad_enabled(False)
     model, processor = build_tiny_v1(seed=0, num_image_tokens=args.objects)
     model.eval()

@@ -6,7 +6,7 @@ category set names only one of them (the others must drop to ~0).
 `v1-from-scratch`.
 
     python benches/v1_learning.py [--stage v1-from-scratch] [--bins 257] [--steps 1500] [--train-images 1500]
-                                  [--eval-images 100] [--out outputs/v1]
+                                  [--eval-images 100] [--out outputs/v1] [--smoke]
 """
 
 import argparse
@@ -55,7 +55,10 @@ def main():
     parser.add_argument("--stage", default="v1-from-scratch", choices=["v1-stage1", "v1-stage2", "v1-from-scratch"])
     parser.add_argument("--bins", type=int, default=257, help="location bins (the paper ablates 257 to 2049)")
     parser.add_argument("--out", default="outputs/v1")
+    parser.add_argument("--smoke", action="store_true", help="a few steps on a few scenes: checks the bench runs (CI)")
     args = parser.parse_args()
+    if args.smoke:
+        args.steps, args.train_images, args.eval_images = 4, 8, 4
     out = Path(args.out)
     cli(["synth", "--out", str(out / "train"), "--num-images", str(args.train_images), "--seed", "0"])
     cli(["synth", "--out", str(out / "heldout"), "--num-images", str(args.eval_images), "--seed", "1"])

@@ -18,7 +18,9 @@ median over `--repeats` runs (four times as many for the short prefill). Every r
 
 Run from the repository root:
 
-    python benches/vs_llava.py [--repeats 9] [--new-tokens 32] [--threads 2]
+    python benches/vs_llava.py [--repeats 9] [--new-tokens 32] [--threads 2] [--smoke]
+
+`--smoke` runs the smallest sizes once (CI runs it so the bench cannot rot).
 """
 
 import argparse
@@ -41,23 +43,29 @@ WARMUP = 2
 PREFILL_REPEAT_FACTOR = 4  # a prefill takes ~60 ms: more runs for the same noise as the longer metrics
 
 
-def vision_config() -> CLIPVisionConfig:
+SIZES = {  # the measured sizes, and the smallest ones for --smoke
+    "full": {"vision_hidden": 256, "vision_layers": 4, "image_size": 224, "text_hidden": 512, "text_layers": 4},
+    "smoke": {"vision_hidden": 32, "vision_layers": 2, "image_size": 56, "text_hidden": 64, "text_layers": 2},
+}
+
+
+def vision_config(sizes: dict) -> CLIPVisionConfig:
     return CLIPVisionConfig(
-        hidden_size=256,
-        intermediate_size=1024,
-        num_hidden_layers=4,
+        hidden_size=sizes["vision_hidden"],
+        intermediate_size=4 * sizes["vision_hidden"],
+        num_hidden_layers=sizes["vision_layers"],
         num_attention_heads=4,
-        image_size=224,
+        image_size=sizes["image_size"],
         patch_size=14,
     )
 
 
-def text_config() -> LlamaConfig:
+def text_config(sizes: dict) -> LlamaConfig:
     return LlamaConfig(
         vocab_size=VOCAB_SIZE,
-        hidden_size=512,
-        intermediate_size=1376,
-        num_hidden_layers=4,
+        hidden_size=sizes["text_hidden"],
+        intermediate_size=sizes["text_hidden"] * 43 // 16,
+        num_hidden_layers=sizes["text_layers"],
         num_attention_heads=8,
         num_key_value_heads=8,
         max_position_embeddings=2048,
@@ -68,20 +76,20 @@ def text_config() -> LlamaConfig:
     )
 
 
-def build_models() -> tuple[LlavaForConditionalGeneration, VisionLLMForConditionalGeneration]:
+def build_models(sizes: dict) -> tuple[LlavaForConditionalGeneration, VisionLLMForConditionalGeneration]:
     """LLaVA with random weights, and ours with the same sizes and LLaVA's weights (strict loading)."""
     llava_config = LlavaConfig(
-        vision_config=vision_config(),
-        text_config=text_config(),
+        vision_config=vision_config(sizes),
+        text_config=text_config(sizes),
         image_token_index=IMAGE_TOKEN_ID,
-        image_seq_length=(224 // 14) ** 2,
+        image_seq_length=(sizes["image_size"] // 14) ** 2,
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
         projector_hidden_act="gelu",
     )
     ours_config = make_config(
-        vision_config(),
-        text_config(),
+        vision_config(sizes),
+        text_config(sizes),
         image_token_id=IMAGE_TOKEN_ID,
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
@@ -89,6 +97,7 @@ def build_models() -> tuple[LlavaForConditionalGeneration, VisionLLMForCondition
         min_tiles=1,
         max_tiles=1,
         use_global_view=False,
+        region_encoder_type=None,  # LLaVA has no visual prompts: the same modules, key for key
     )
     assert ours_config.image_seq_length == llava_config.image_seq_length
     torch.manual_seed(0)
@@ -105,8 +114,9 @@ def build_models() -> tuple[LlavaForConditionalGeneration, VisionLLMForCondition
     return llava, ours
 
 
-def make_inputs(batch_size: int, image_seq_length: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def make_inputs(batch_size: int, model, seed: int = 0) -> dict[str, torch.Tensor]:
     """`batch_size` prompts of [text, image tokens, text], one image each, with a left-padded attention mask."""
+    image_seq_length, image_size = model.config.image_seq_length, model.config.tile_size
     generator = torch.Generator().manual_seed(seed)
     half = TEXT_TOKENS // 2
     text = torch.randint(3, IMAGE_TOKEN_ID, (batch_size, TEXT_TOKENS), generator=generator)
@@ -116,7 +126,7 @@ def make_inputs(batch_size: int, image_seq_length: int, seed: int = 0) -> dict[s
     if batch_size > 1:  # left padding on the second row exercises the padded path
         input_ids[1, :2] = PAD_TOKEN_ID
         attention_mask[1, :2] = 0
-    pixel_values = torch.randn(batch_size, 3, 224, 224, generator=generator)
+    pixel_values = torch.randn(batch_size, 3, image_size, image_size, generator=generator)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values}
 
 
@@ -174,22 +184,21 @@ def train_runner(model, inputs) -> Callable[[], None]:
 
 def measure(llava, ours, repeats: int, new_tokens: int) -> list[tuple[str, str, float, float]]:
     """Rows of (metric, unit, llava_value, ours_value)."""
-    seq = ours.config.image_seq_length
     rows = []
 
-    inputs = make_inputs(1, seq)
+    inputs = make_inputs(1, ours)
     runs = {"ours": prefill_runner(ours, inputs), "llava": prefill_runner(llava, inputs)}
     times = time_interleaved(runs, repeats * PREFILL_REPEAT_FACTOR)
     rows.append(("prefill b1", "ms", times["llava"] * 1e3, times["ours"] * 1e3))
 
     for batch_size in (1, 4):
-        inputs = make_inputs(batch_size, seq)
+        inputs = make_inputs(batch_size, ours)
         runs = {"ours": generate_runner(ours, inputs, new_tokens), "llava": generate_runner(llava, inputs, new_tokens)}
         times = time_interleaved(runs, repeats)
         tokens = batch_size * new_tokens
         rows.append((f"decode b{batch_size}", "tok/s", tokens / times["llava"], tokens / times["ours"]))
 
-    inputs = make_inputs(2, seq)
+    inputs = make_inputs(2, ours)
     llava.train()
     ours.train()
     try:
@@ -223,13 +232,16 @@ def main():
     parser.add_argument("--repeats", type=int, default=9, help="timed runs per model and metric (median taken)")
     parser.add_argument("--new-tokens", type=int, default=32, help="tokens generated per decode run")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--smoke", action="store_true", help="smallest sizes, one repeat: checks the bench runs (CI)")
     args = parser.parse_args()
+    if args.smoke:
+        args.repeats, args.new_tokens = 1, 4
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    llava, ours = build_models()
+    llava, ours = build_models(SIZES["smoke" if args.smoke else "full"])
     seq = ours.config.image_seq_length
-    diff = check_logits_match(llava, ours, make_inputs(2, seq, seed=1))
+    diff = check_logits_match(llava, ours, make_inputs(2, ours, seed=1))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {seq} image + {TEXT_TOKENS} text tokens")
     print(f"logits max |ours - LLaVA| = {diff:.2e}")
     assert diff < 1e-4, "the models disagree: the timings would not compare like with like"

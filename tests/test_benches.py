@@ -1,0 +1,56 @@
+"""Every script in benches/ runs in its smoke mode (smallest sizes, one repeat), so none can rot unnoticed."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHES = Path(__file__).resolve().parent.parent / "benches"
+
+
+def run_bench(name: str, *arguments: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(BENCHES / name), "--smoke", *arguments],
+        capture_output=True, text=True, timeout=600, cwd=BENCHES.parent,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_every_bench_has_a_smoke_test():
+    tested = {"vs_llava.py", "superlink.py", "v1_decoding.py", "learning.py", "v1_learning.py"}
+    assert {path.name for path in BENCHES.glob("*.py")} == tested
+
+
+def test_vs_llava_smoke_compares_identical_models_on_every_row():
+    out = run_bench("vs_llava.py")
+    difference = float(re.search(r"logits max \|ours - LLaVA\| = (\S+)", out).group(1))
+    assert difference < 1e-4  # same weights: the timings compare code paths
+    for metric in ("prefill b1", "decode b1", "decode b4", "train step b2"):
+        assert re.search(rf"^{metric}: ratio \d+\.\d+ (meets|MISSES)", out, re.M), metric
+
+
+def test_superlink_smoke_needs_no_extra_forward_for_routing_tokens_inside_the_answer():
+    out = run_bench("superlink.py")
+    rows = re.findall(r"^\s+(\d+)\s+(\d+)\s+(\d+)\s+(\S+)", out, re.M)
+    assert [int(row[0]) for row in rows] == [0, 1, 4]
+    assert all(row[1] == row[2] for row in rows), rows  # as many LLM forwards as a plain answer
+
+
+def test_v1_decoding_smoke_decodes_in_parallel():
+    out = run_bench("v1_decoding.py")
+    assert re.search(r"parallel .*1 forward.*ms", out) and re.search(r"speed-up: \d+\.\dx", out)
+
+
+@pytest.mark.parametrize("name", ["learning.py", "v1_learning.py"])
+def test_learning_benches_smoke_train_evaluate_and_report(name, tmp_path):
+    out = run_bench(name, "--out", str(tmp_path))
+    assert "4 steps of 4" in out
+    if name == "learning.py":
+        for metric in ("detection AP50", "REC P@0.5", "counting exact match", "caption CIDEr"):
+            assert re.search(rf"^{re.escape(metric)}\s+\d\.\d{{3}}", out, re.M), metric
+    else:
+        assert re.search(r"AP50 \(all categories asked\)\s+\d\.\d{3}", out)
+    assert (tmp_path / "metrics.json").is_file()
