@@ -1,10 +1,20 @@
 """Model cards rendered from `template.md` through `huggingface_hub.ModelCard`, offline."""
 
-from importlib import resources
+from importlib import metadata, resources
 
 from huggingface_hub import ModelCard, ModelCardData
+from packaging.requirements import Requirement
 
 from ..processing.special_tokens import ROUTING_TOKENS
+
+
+def transformers_range() -> str:
+    """The transformers versions visionllm-hf declares (setup.py), e.g. `>=5.23,<6`, read from the installed metadata."""
+    for line in metadata.requires("visionllm-hf") or []:
+        requirement = Requirement(line)
+        if requirement.name == "transformers" and requirement.marker is None:
+            return ",".join(sorted(map(str, requirement.specifier), key=lambda bound: not bound.startswith(">")))
+    raise RuntimeError("visionllm-hf's metadata declares no transformers requirement")
 
 
 def render_model_card(
@@ -54,7 +64,8 @@ def render_model_card(
         metrics=metrics or {},
         command=command,
         training_time=training_time,
+        transformers_range=transformers_range(),
     )
 
 
-__all__ = ["render_model_card"]
+__all__ = ["render_model_card", "transformers_range"]
