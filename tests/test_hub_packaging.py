@@ -36,6 +36,7 @@ FLAT_CODE_FILES = {
     "post_processing.py",
     "special_tokens.py",
     "transformers_compat.py",
+    "image_layout.py",
 }
 
 

@@ -12,9 +12,14 @@ def test_image_features_land_in_the_placeholder_positions(tiny):
     inputs = processor(images=[images], text=["look <image> and <image> now"])
     with torch.no_grad():
         out = model.model(**inputs)
-        features = model.get_image_features(inputs["pixel_values"]).flatten(0, 1)
+        per_image = model.get_image_features(inputs["pixel_values"], inputs["image_grids"]).pooler_output
+        features = torch.cat(per_image)
         text_only = model.model(input_ids=inputs["input_ids"].masked_fill(inputs["input_ids"] == model.config.image_token_id, 0))
+    assert [len(tokens) for tokens in per_image] == [
+        processor.image_processor.num_image_tokens(grid) for grid in inputs["image_grids"].tolist()
+    ]
     assert torch.equal(out.image_hidden_states.flatten(0, 1), features)
+    assert all(torch.equal(a, b) for a, b in zip(out.image_outputs.pooler_output, per_image))
     # the image features must change the LLM's states; text before the first image must not be affected
     first_image = int((inputs["input_ids"][0] == model.config.image_token_id).nonzero()[0])
     torch.testing.assert_close(out.last_hidden_state[0, :first_image], text_only.last_hidden_state[0, :first_image])
@@ -27,7 +32,7 @@ def test_image_features_are_computed_from_the_selected_vision_layer(tiny):
     with torch.no_grad():
         hidden = model.model.vision_tower(pixel_values, output_hidden_states=True).hidden_states
         expected = model.model.multi_modal_projector(hidden[model.config.vision_feature_layer][:, 1:])
-        torch.testing.assert_close(model.get_image_features(pixel_values), expected)
+        torch.testing.assert_close(model.get_image_features(pixel_values).pooler_output[0], expected[0])
 
 
 def test_lm_loss_is_cross_entropy_over_unmasked_shifted_labels(tiny):

@@ -143,7 +143,7 @@ def test_full_image_mask_is_the_projected_mean_of_the_feature_map(encoder_model)
     inputs = region_inputs(processor, [{"mask": np.ones((64, 64), dtype=bool)}])
     core = model.model
     with torch.no_grad():
-        _, maps = core._encode_images(inputs["pixel_values"])
+        _, _, maps = core._encode_images(inputs["pixel_values"])
         embedding = core.get_region_features(
             maps, inputs["pixel_values"], inputs["image_grids"], inputs["region_masks"], inputs["region_image_index"]
         )
@@ -170,7 +170,7 @@ def test_small_regions_give_finite_distinct_embeddings(encoder_model, kind):
               "scribble": {"scribble": [[1, 60], [2, 62]]}, "polygon": {"polygon": [[50, 5], [55, 5], [52, 9]]}}[kind]
     inputs = region_inputs(processor, [region, {"mask": np.ones((64, 64), dtype=bool)}])
     with torch.no_grad():
-        _, maps = model.model._encode_images(inputs["pixel_values"])
+        _, _, maps = model.model._encode_images(inputs["pixel_values"])
         embeddings = model.model.get_region_features(
             maps, inputs["pixel_values"], inputs["image_grids"], inputs["region_masks"], inputs["region_image_index"]
         )
@@ -187,7 +187,7 @@ def test_region_embeddings_land_in_the_region_positions(encoder_model):
     )
     with torch.no_grad():
         model(**inputs)
-        _, maps = model.model._encode_images(inputs["pixel_values"])
+        _, _, maps = model.model._encode_images(inputs["pixel_values"])
         expected = model.model.get_region_features(
             maps, inputs["pixel_values"], inputs["image_grids"], inputs["region_masks"], inputs["region_image_index"]
         )

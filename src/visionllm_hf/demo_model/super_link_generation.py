@@ -30,7 +30,14 @@ from .decoders import decoder_results, run_decoders, visual_prompts_by_row
 from .transformers_compat import output_cache
 
 IMAGE_OPTIONS = ("num_inference_steps", "guidance_scale", "image_guidance_scale", "seed")
-UNSUPPORTED = {"num_beams": 1, "num_return_sequences": 1, "assistant_model": None, "streamer": None}
+UNSUPPORTED = {
+    "num_beams": 1,  # one answer per row: a beam would have to carry its own decoder results
+    "num_return_sequences": 1,
+    "assistant_model": None,
+    "streamer": None,
+    "output_hidden_states": False,  # the decoders' inputs are in `super_link_states`
+    "output_attentions": False,
+}
 
 
 @dataclass
@@ -53,6 +60,12 @@ class VisionLLMGenerateOutput(ModelOutput):
             when the decoder makes masks; `images` (a list with one PIL image) for `[GEN]` / `[EDIT]`.
         super_link_states (`list[list[torch.FloatTensor]]`):
             Per sample, per routing token, the last-layer states handed to the decoder `(max(N, 1), hidden)`.
+        scores (`tuple[torch.FloatTensor]`, *optional*):
+            With `output_scores=True`: per sampling step, the processed scores `(batch_size, vocab_size)` the
+            token was chosen from. Step k holds each row's k-th sampled token; the `<query>` tokens a routing token
+            brings are inserted, not sampled, so they have no step.
+        logits (`tuple[torch.FloatTensor]`, *optional*):
+            With `output_logits=True`: the raw LM-head logits of the same steps.
     """
 
     sequences: torch.LongTensor | None = None
@@ -60,6 +73,8 @@ class VisionLLMGenerateOutput(ModelOutput):
     prompt_length: int | None = None
     results: list[list[dict]] | None = None
     super_link_states: list[list[torch.FloatTensor]] | None = None
+    scores: tuple[torch.FloatTensor, ...] | None = None
+    logits: tuple[torch.FloatTensor, ...] | None = None
 
 
 def _logits_processors(config: GenerationConfig) -> LogitsProcessorList:
@@ -129,17 +144,23 @@ def generate_with_super_link(
         position_ids=_positions(mask, prompt_length),
         use_cache=True,
         logits_to_keep=1,
+        return_dict=True,
         **model_inputs,
     )
     cache, next_logits = output_cache(outputs), outputs.logits[:, -1]
     occurrences, sampled = [], torch.zeros(batch, dtype=torch.long, device=input_ids.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+    step_scores, step_logits = [], []
 
     for step in range(max_new_tokens):
         scores = processors(sequence, next_logits.float())
         scores[:, query_id] = -float("inf")  # queries are inserted, never sampled
         if len(eos_ids):
             scores[(sampled < min_new_tokens)[:, None] & _one_hot(eos_ids, scores)] = -float("inf")
+        if config.output_scores:
+            step_scores.append(scores.clone())
+        if config.output_logits:
+            step_logits.append(next_logits.clone())
         tokens = torch.multinomial(scores.softmax(-1), 1)[:, 0] if config.do_sample else scores.argmax(-1)
         tokens = tokens.masked_fill(finished, pad_id)
         chunk, chunk_mask = _chunk(tokens, finished, super_link, query_id, pad_id)
@@ -157,6 +178,7 @@ def generate_with_super_link(
             position_ids=_positions(mask, chunk.shape[1]),
             cache=cache,
             use_cache=True,
+            return_dict=True,
         )
         for occurrence in outputs.super_link_occurrences:
             if chunk_mask[occurrence.row, occurrence.position]:
@@ -181,6 +203,8 @@ def generate_with_super_link(
         prompt_length=prompt_length,
         results=results,
         super_link_states=states,
+        scores=tuple(step_scores) if config.output_scores else None,
+        logits=tuple(step_logits) if config.output_logits else None,
     )
 
 

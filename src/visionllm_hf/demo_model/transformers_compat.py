@@ -9,6 +9,10 @@ This file ships with every checkpoint (``trust_remote_code``): it imports only t
 
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
+# What transformers' Trainer passes to a model's `forward` for its loss (`loss_function`), not for the LLM:
+# gradient-accumulation normalisation and the pre-shifted labels of sequence / context parallelism.
+LOSS_KWARGS = ("num_items_in_batch", "shift_labels", "ignore_index")
+
 CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
@@ -29,4 +33,4 @@ def merge_cache_arguments(cache, past_key_values):
     return cache if cache is not None else past_key_values
 
 
-__all__ = ["CACHE_NAME", "cache_argument", "merge_cache_arguments", "output_cache"]
+__all__ = ["CACHE_NAME", "LOSS_KWARGS", "cache_argument", "merge_cache_arguments", "output_cache"]

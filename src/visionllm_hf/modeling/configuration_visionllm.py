@@ -265,6 +265,11 @@ class VisionLLMConfig(PreTrainedConfig):
         if self.routing_decoders and self.decoder_image_size is None:
             self.decoder_image_size = self.tile_size
 
+    def special_token_ids(self) -> list[int]:
+        """Ids of the set special tokens whose positions the model locates: `<image>`, `<region>`, `<query>`, routing."""
+        names = ("image", "region", "query", *DEFAULT_SUPER_LINK_QUERIES)
+        return [token_id for name in names if (token_id := getattr(self, f"{name}_token_id")) is not None]
+
     @property
     def feature_grid_size(self) -> int:
         """Side of the square grid of vision features one tile gives (24 for CLIP-L/14 at 336 px)."""

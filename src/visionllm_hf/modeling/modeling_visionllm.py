@@ -11,14 +11,21 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    BaseModelOutputWithPooling,
+    CausalLMOutputWithPast,
+    ModelOutput,
+)
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_visionllm import VisionLLMConfig
 from .decoders import build_decoders, build_super_link, decoder_losses, run_decoders, visual_prompts_by_row
+from .image_layout import PER_IMAGE_INPUTS, expand_image_inputs, tiles_per_image
 from .region_encoders import RegionGPTRegionEncoder, VisionLLMV2RegionEncoder
 from .super_link import RoutingOccurrence
 from .super_link_generation import VisionLLMGenerateOutput, generate_with_super_link
-from .transformers_compat import cache_argument, merge_cache_arguments, output_cache
+from .transformers_compat import LOSS_KWARGS, cache_argument, merge_cache_arguments, output_cache
 
 
 @dataclass
@@ -28,10 +35,14 @@ class VisionLLMModelOutputWithPast(BaseModelOutputWithPast):
     `hidden_states`, `attentions`) plus:
 
     Args:
+        image_outputs (`BaseModelOutputWithPooling`, *optional*):
+            The vision tower's output; `pooler_output` holds per image the projected tokens written into its
+            `<image>` positions (as [`VisionLLMModel.get_image_features`] returns it).
         image_hidden_states (`torch.FloatTensor` of shape `(num_tiles, image_seq_length, hidden_size)`, *optional*):
-            Projected image features that were written into the `<image>` positions.
+            The same projected tokens, per tile.
     """
 
+    image_outputs: BaseModelOutputWithPooling | None = None
     image_hidden_states: torch.FloatTensor | None = None
 
 
@@ -42,8 +53,11 @@ class VisionLLMCausalLMOutputWithPast(CausalLMOutputWithPast):
     KV cache, `hidden_states`, `attentions`) plus:
 
     Args:
+        image_outputs (`BaseModelOutputWithPooling`, *optional*):
+            The vision tower's output; `pooler_output` holds per image the projected tokens written into its
+            `<image>` positions.
         image_hidden_states (`torch.FloatTensor`, *optional*):
-            Projected image features that were written into the `<image>` positions.
+            The same projected tokens, per tile `(num_tiles, image_seq_length, hidden_size)`.
         lm_loss (`torch.FloatTensor`, *optional*):
             The language-modelling part of `loss`.
         decoder_losses (`dict[str, torch.FloatTensor]`, *optional*):
@@ -55,6 +69,7 @@ class VisionLLMCausalLMOutputWithPast(CausalLMOutputWithPast):
     classes are transformers' own, so each release gets its own name).
     """
 
+    image_outputs: BaseModelOutputWithPooling | None = None
     image_hidden_states: torch.FloatTensor | None = None
     lm_loss: torch.FloatTensor | None = None
     decoder_losses: dict[str, torch.FloatTensor] | None = None
@@ -146,39 +161,62 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
         """
         The selected vision layer's features before projection: `(num_tiles, image_seq_length, vision_feature_dim)`.
         """
+        return self._run_vision_tower(pixel_values)[1]
+
+    def _run_vision_tower(self, pixel_values: torch.Tensor, **kwargs) -> tuple[ModelOutput, torch.Tensor]:
+        """The tower's own output, and the selected layer's features `(num_tiles, image_seq_length, dim)`."""
+        kwargs.pop("output_hidden_states", None)  # the feature layer is read from the hidden states
         tower_dtype = next(self.vision_tower.parameters()).dtype
-        outputs = self.vision_tower(pixel_values.to(tower_dtype), output_hidden_states=True, return_dict=True)
+        outputs = self.vision_tower(pixel_values.to(tower_dtype), output_hidden_states=True, return_dict=True, **kwargs)
         features = outputs.hidden_states[self.config.vision_feature_layer]
         if features.dim() == 4:  # a (batch, channels, height, width) map, as timm towers return
-            return features.flatten(2).transpose(1, 2)
+            return outputs, features.flatten(2).transpose(1, 2)
         if self.config.vision_feature_select_strategy == "default":
-            return features[:, 1:]
-        return features
+            return outputs, features[:, 1:]
+        return outputs, features
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    @can_return_tuple
+    def get_image_features(
+        self, pixel_values: torch.Tensor, image_grids: torch.LongTensor | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
         """
-        Encode tiles into LLM-width features.
+        Encode images into the LLM-width tokens that fill their `<image>` positions.
 
         Args:
             pixel_values (`torch.FloatTensor` of shape `(num_tiles, 3, tile_size, tile_size)`):
                 Every tile of every image in the batch, in placeholder order (as the processor returns them).
+            image_grids (`torch.LongTensor` of shape `(num_images, 2)`, *optional*):
+                `[columns, rows]` of each image's local tiles (the processor's); without it each tile is one image.
 
         Returns:
-            `torch.FloatTensor` of shape `(num_tiles, image_seq_length, text_hidden_size)`.
+            The vision tower's output (`last_hidden_state`, `hidden_states`, ...) with `pooler_output` holding, per
+            image, its tiles' projected tokens `(tiles * image_seq_length, text_hidden_size)`.
         """
-        return self._encode_images(pixel_values)[0]
+        outputs, image_tokens, _ = self._encode_images(pixel_values, **kwargs)
+        outputs.pooler_output = self._tokens_per_image(image_tokens, image_grids)
+        return outputs
 
-    def _encode_images(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Projected image tokens, and the per-tile feature maps the region encoder reads (None without one)."""
-        features = self.get_vision_features(pixel_values)
+    def _tokens_per_image(self, image_tokens: torch.Tensor, image_grids: torch.LongTensor | None) -> list[torch.Tensor]:
+        """Per-tile tokens `(tiles, seq, width)` as one `(tiles_i * seq, width)` tensor per image."""
+        if image_grids is None:
+            return list(image_tokens)
+        tiles = tiles_per_image(image_grids, self.config.use_global_view)
+        return [tokens.flatten(0, 1) for tokens in image_tokens.split(tiles)]
+
+    def _encode_images(self, pixel_values: torch.Tensor, **kwargs) -> tuple[ModelOutput, torch.Tensor, torch.Tensor | None]:
+        """
+        The tower's output, the projected image tokens per tile, and the per-tile feature maps the region encoder
+        reads (None without one).
+        """
+        outputs, features = self._run_vision_tower(pixel_values, **kwargs)
         if self.region_encoder is None:
-            return self._project(features), None
+            return outputs, self._project(features), None
         grid = self.config.feature_grid_size
         maps = features.transpose(1, 2).unflatten(2, (grid, grid))
         if self.config.region_encoder_type == "regiongpt":
             maps = self.region_encoder.refine_maps(maps)
             features = self.region_encoder.image_tokens(maps, grid)
-        return self._project(features), maps
+        return outputs, self._project(features), maps
 
     def _project(self, features: torch.Tensor) -> torch.Tensor:
         return self.multi_modal_projector(features.to(self.multi_modal_projector.linear_1.weight.dtype))
@@ -229,6 +267,7 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
             )
         return mask
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -265,16 +304,18 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
+            token_ids = input_ids
+        else:
+            token_ids = self.special_token_ids(inputs_embeds)
         if (region_masks is None) != (region_image_index is None):
             raise ValueError("region_masks and region_image_index go together")
 
-        image_features = None
+        image_tokens = image_outputs = None
         if pixel_values is not None:
-            if input_ids is None:
-                raise ValueError("pixel_values need input_ids to locate the <image> tokens")
             self._check_tile_count(pixel_values, image_grids)
-            image_features, feature_maps = self._encode_images(pixel_values)
-            inputs_embeds = self._scatter(inputs_embeds, input_ids, self.config.image_token_id, image_features, "<image>")
+            image_outputs, image_tokens, feature_maps = self._encode_images(pixel_values)
+            image_outputs.pooler_output = self._tokens_per_image(image_tokens, image_grids)
+            inputs_embeds = self._scatter(inputs_embeds, token_ids, self.config.image_token_id, image_tokens, "<image>")
             if region_masks is not None:
                 if self.region_encoder is None or image_grids is None:
                     raise ValueError("regions need a model with a region encoder and the processor's image_grids")
@@ -282,19 +323,17 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
                     feature_maps, pixel_values, image_grids, region_masks, region_image_index
                 )
                 inputs_embeds = self._scatter(
-                    inputs_embeds, input_ids, self.config.region_token_id, region_features[:, None], "<region>"
+                    inputs_embeds, token_ids, self.config.region_token_id, region_features[:, None], "<region>"
                 )
-        elif input_ids is not None and _is_prefill(cache):
-            if (input_ids == self.config.image_token_id).any():
-                raise ValueError("input_ids contain <image> tokens but no pixel_values were given")
-        if region_masks is None and input_ids is not None and _is_prefill(cache):
-            if self.config.region_token_id is not None and (input_ids == self.config.region_token_id).any():
-                raise ValueError("input_ids contain <region> tokens but no regions were given")
+        elif _is_prefill(cache) and (token_ids == self.config.image_token_id).any():
+            raise ValueError("the input contains <image> tokens but no pixel_values were given")
+        if region_masks is None and _is_prefill(cache) and self.config.region_token_id is not None:
+            if (token_ids == self.config.region_token_id).any():
+                raise ValueError("the input contains <region> tokens but no regions were given")
 
-        if self.super_link is not None and input_ids is not None:
-            inputs_embeds = self.super_link.embed_queries(input_ids, inputs_embeds)
+        if self.super_link is not None:
+            inputs_embeds = self.super_link.embed_queries(token_ids, inputs_embeds)
 
-        kwargs.pop("return_dict", None)  # this model always returns its output dataclass
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -309,8 +348,22 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
             **cache_argument(output_cache(outputs)),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            image_hidden_states=image_features,
+            image_outputs=image_outputs,
+            image_hidden_states=image_tokens,
         )
+
+    def special_token_ids(self, inputs_embeds: torch.Tensor) -> torch.LongTensor:
+        """
+        Token ids recovered from embeddings where they matter: the id of `<image>`, `<region>`, `<query>` or a
+        routing token where a position holds exactly that token's embedding, -1 elsewhere. This is how inputs
+        given as `inputs_embeds` are located (transformers' `get_placeholder_mask` does the same for `<image>`).
+        """
+        ids = torch.full(inputs_embeds.shape[:-1], -1, dtype=torch.long, device=inputs_embeds.device)
+        embeddings = self.get_input_embeddings()
+        for token_id in self.config.special_token_ids():
+            row = embeddings(torch.tensor(token_id, device=inputs_embeds.device)).to(inputs_embeds.dtype)
+            ids[(inputs_embeds == row).all(-1)] = token_id
+        return ids
 
     def _scatter(self, inputs_embeds, input_ids, token_id: int, features: torch.Tensor, what: str) -> torch.Tensor:
         """Write `features` (`(items, tokens_per_item, width)`) into the positions of `token_id`, in order."""
@@ -333,6 +386,7 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
     """[`VisionLLMModel`] with an LM head; generates text with the KV cache, batched with left padding."""
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}  # as LLaVA: the head of a tensor-parallel LLM
 
     def __init__(self, config: VisionLLMConfig):
         super().__init__(config)
@@ -360,9 +414,12 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
     def set_output_embeddings(self, new_embeddings: nn.Module):
         self.lm_head = new_embeddings
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.get_image_features(pixel_values)
+    def get_image_features(
+        self, pixel_values: torch.Tensor, image_grids: torch.LongTensor | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        return self.model.get_image_features(pixel_values, image_grids, **kwargs)
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -409,6 +466,7 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
         >>> processor.post_process_image_text_to_text(output_ids[:, inputs["input_ids"].shape[1]:])
         ```
         """
+        loss_kwargs = {key: kwargs.pop(key) for key in LOSS_KWARGS if key in kwargs}
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -420,12 +478,14 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
             cache=merge_cache_arguments(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
+        token_ids = input_ids if input_ids is not None else self.model.special_token_ids(inputs_embeds)
         hidden_states = outputs.last_hidden_state
         occurrences = None
-        if self.model.super_link is not None and input_ids is not None:
-            occurrences = self.model.super_link.collect(input_ids, hidden_states)
+        if self.model.super_link is not None:
+            occurrences = self.model.super_link.collect(token_ids, hidden_states)
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:
             hidden_states = hidden_states[:, -logits_to_keep:]
         elif isinstance(logits_to_keep, torch.Tensor):
@@ -433,14 +493,13 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
         logits = self.lm_head(hidden_states.to(self.lm_head.weight.dtype))
 
         loss = lm_loss = losses = None
-        if labels is not None:
-            if self.config.query_token_id is not None and input_ids is not None:
-                labels = labels.masked_fill(input_ids == self.config.query_token_id, -100)
+        if labels is not None or "shift_labels" in loss_kwargs:
+            labels, loss_kwargs = self._mask_query_targets(token_ids, labels, loss_kwargs)
             loss = lm_loss = self.loss_function(
-                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **loss_kwargs
             )
         if super_link_targets is not None:
-            visual_prompts = visual_prompts_by_row(input_ids, self.config.region_token_id, region_masks)
+            visual_prompts = visual_prompts_by_row(token_ids, self.config.region_token_id, region_masks)
             losses = self._decoder_losses(occurrences or [], super_link_targets, decoder_pixel_values, visual_prompts)
             weighted = sum(self.config.decoder_loss_weights[name] * value for name, value in losses.items())
             loss = weighted if loss is None else loss + weighted
@@ -450,11 +509,25 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
             **cache_argument(output_cache(outputs)),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            image_outputs=outputs.image_outputs,
             image_hidden_states=outputs.image_hidden_states,
             lm_loss=lm_loss,
             decoder_losses=losses,
             super_link_occurrences=occurrences,
         )
+
+    def _mask_query_targets(self, token_ids, labels, loss_kwargs: dict) -> tuple[torch.Tensor | None, dict]:
+        """`<query>` positions are never LM targets: in `labels` (position i) or `shift_labels` (position i + 1)."""
+        if self.config.query_token_id is None:
+            return labels, loss_kwargs
+        is_query = token_ids == self.config.query_token_id
+        if labels is not None:
+            labels = labels.masked_fill(is_query.to(labels.device), -100)
+        if loss_kwargs.get("shift_labels") is not None:
+            next_is_query = nn.functional.pad(is_query[:, 1:], (0, 1), value=False)
+            shift_labels = loss_kwargs["shift_labels"]
+            loss_kwargs = {**loss_kwargs, "shift_labels": shift_labels.masked_fill(next_is_query.to(shift_labels.device), -100)}
+        return labels, loss_kwargs
 
     def _decoder_losses(
         self, occurrences, targets: list[list[dict]], decoder_pixel_values, visual_prompts
@@ -479,8 +552,31 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
             return super().generate(*args, **kwargs)
         return generate_with_super_link(self, *args, **kwargs)
 
-    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
-        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+    def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
+        """
+        Beam search and `num_return_sequences` repeat every input along dim 0, but tiles, grids and regions are laid
+        out per image and per region: each sample's own are repeated with it instead (see `image_layout.py`).
+        """
+        per_image = {}
+        if expand_size > 1 and model_kwargs.get("pixel_values") is not None:
+            per_image = {key: model_kwargs.pop(key) for key in PER_IMAGE_INPUTS if key in model_kwargs}
+            token_ids = input_ids if input_ids is not None else self.model.special_token_ids(model_kwargs["inputs_embeds"])
+            per_image = expand_image_inputs(
+                per_image, token_ids, expand_size, image_token_id=self.config.image_token_id,
+                region_token_id=self.config.region_token_id, image_seq_length=self.config.image_seq_length,
+                use_global_view=self.config.use_global_view,
+            )
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(
+            expand_size, is_encoder_decoder, input_ids, **model_kwargs
+        )
+        return input_ids, {**model_kwargs, **per_image}
+
+    def prepare_inputs_for_generation(
+        self, input_ids, inputs_embeds=None, is_first_iteration: bool | None = False, **kwargs
+    ):
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids, inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration, **kwargs
+        )
         if not is_first_iteration and kwargs.get("use_cache", True):
             # regions are encoded once at prefill, like pixel_values (which transformers drops itself)
             for key in PREFILL_ONLY_INPUTS:

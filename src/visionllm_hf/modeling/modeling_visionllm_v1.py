@@ -23,11 +23,12 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import CausalLMOutputWithPast, ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling, CausalLMOutputWithPast, ModelOutput
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_visionllm_v1 import MAX_BOUNDARY_POINTS, VisionLLMv1Config
 from .image_tokenizer_v1 import LanguageGuidedImageTokenizer
-from .transformers_compat import cache_argument, merge_cache_arguments, output_cache
+from .transformers_compat import LOSS_KWARGS, cache_argument, merge_cache_arguments, output_cache
 
 
 def encode_location(coordinates: torch.Tensor, references: torch.Tensor, location_range: int) -> torch.LongTensor:
@@ -72,7 +73,7 @@ class VisionLLMv1ObjectOutput(ModelOutput):
 class VisionLLMv1PreTrainedModel(PreTrainedModel):
     config: VisionLLMv1Config
     config_class = VisionLLMv1Config
-    base_model_prefix = "model"
+    base_model_prefix = "language_model"  # the LLM without its head: the part a text-only checkpoint fills
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _skip_keys_device_placement = ["past_key_values", "cache"]
@@ -85,6 +86,7 @@ class VisionLLMv1ForConditionalGeneration(VisionLLMv1PreTrainedModel, Generation
     """The image tokenizer, the projector and the LLM with its head."""
 
     _tied_weights_keys = {"lm_head.weight": "language_model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config: VisionLLMv1Config):
         super().__init__(config)
@@ -118,17 +120,33 @@ class VisionLLMv1ForConditionalGeneration(VisionLLMv1PreTrainedModel, Generation
         embeddings = self.projector(states) + self.location_embedding(centres)
         return embeddings, centres, objectness
 
+    @can_return_tuple
+    def get_image_features(
+        self, pixel_values, prompt_input_ids, prompt_attention_mask, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        """
+        The language-guided image tokens: `last_hidden_state` holds the tokenizer's M query states per image
+        `(batch, M, d_model)`, `pooler_output` per image its M tokens in the LLM width `(M, hidden)` (location
+        embedding added), as they fill the `<image>` positions.
+        """
+        states, centres, _ = self.image_tokenizer(pixel_values, prompt_input_ids, prompt_attention_mask)
+        embeddings = self.projector(states) + self.location_embedding(centres)
+        return BaseModelOutputWithPooling(last_hidden_state=states, pooler_output=list(embeddings))
+
     def _prompt_embeddings(self, input_ids, image_embeddings):
         embeds = self.get_input_embeddings()(input_ids)
-        is_image = input_ids == self.config.image_token_id
+        return self._write_image_tokens(embeds, input_ids == self.config.image_token_id, image_embeddings)
+
+    def _write_image_tokens(self, embeds, is_image, image_embeddings):
         expected = image_embeddings.shape[0] * image_embeddings.shape[1]
         if int(is_image.sum()) != expected:
             raise ValueError(
-                f"input_ids hold {int(is_image.sum())} <image> tokens but the images give {expected} image tokens "
+                f"the input holds {int(is_image.sum())} <image> tokens but the images give {expected} image tokens "
                 f"({image_embeddings.shape[1]} each); build inputs with the VisionLLM v1 processor"
             )
         return embeds.masked_scatter(is_image[..., None], image_embeddings.to(embeds.dtype))
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -159,13 +177,18 @@ class VisionLLMv1ForConditionalGeneration(VisionLLMv1PreTrainedModel, Generation
             return self.decode_objects(
                 input_ids, pixel_values, prompt_input_ids, prompt_attention_mask, attention_mask, num_fields, object_targets
             )
-        kwargs.pop("return_dict", None)  # always returns its output dataclass
+        loss_kwargs = {key: kwargs.pop(key) for key in LOSS_KWARGS if key in kwargs}
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+        embeddings = self.get_input_embeddings()
         if inputs_embeds is None:
-            if pixel_values is not None:
-                image_embeddings, _, _ = self.encode_images(pixel_values, prompt_input_ids, prompt_attention_mask)
-                inputs_embeds = self._prompt_embeddings(input_ids, image_embeddings)
-            else:
-                inputs_embeds = self.get_input_embeddings()(input_ids)
+            inputs_embeds, is_image = embeddings(input_ids), input_ids == self.config.image_token_id
+        else:  # located by their embedding, as transformers' get_placeholder_mask does
+            image_row = embeddings(torch.tensor(self.config.image_token_id, device=inputs_embeds.device))
+            is_image = (inputs_embeds == image_row.to(inputs_embeds.dtype)).all(-1)
+        if pixel_values is not None:
+            image_embeddings, _, _ = self.encode_images(pixel_values, prompt_input_ids, prompt_attention_mask)
+            inputs_embeds = self._write_image_tokens(inputs_embeds, is_image, image_embeddings)
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -180,12 +203,24 @@ class VisionLLMv1ForConditionalGeneration(VisionLLMv1PreTrainedModel, Generation
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
         loss = None
-        if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, **cache_argument(output_cache(outputs)))
+        if labels is not None or "shift_labels" in loss_kwargs:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **loss_kwargs
+            )
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            **cache_argument(output_cache(outputs)),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
 
-    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
-        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+    def prepare_inputs_for_generation(
+        self, input_ids, inputs_embeds=None, is_first_iteration: bool | None = False, **kwargs
+    ):
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids, inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration, **kwargs
+        )
         if not is_first_iteration and kwargs.get("use_cache", True):
             for key in ("pixel_values", "prompt_input_ids", "prompt_attention_mask"):
                 model_inputs.pop(key, None)

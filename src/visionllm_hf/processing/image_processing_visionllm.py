@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+from transformers.processing_utils import ImagesKwargs
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -20,12 +21,28 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def load_image(image) -> torch.Tensor:
+class VisionLLMImagesKwargs(ImagesKwargs, total=False):
+    """
+    Per-call image options (`processor(..., max_tiles=1)` or `images_kwargs={...}`). Honoured: `do_rescale`,
+    `rescale_factor`, `do_normalize`, `image_mean`, `image_std`, and the tiling budget `min_tiles` / `max_tiles`.
+    Other standard image options (`size`, `crop_size`, `do_resize`, ...) do not apply to tiling and raise.
+    """
+
+    min_tiles: int | None
+    max_tiles: int | None
+
+
+CALL_OPTIONS = ("do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std", "min_tiles", "max_tiles")
+IGNORABLE_OPTIONS = ("return_tensors", "device", "do_convert_rgb", "data_format", "input_data_format")
+
+
+def load_image(image, rescale_factor: float = 1 / 255) -> torch.Tensor:
     """
     Turn one image into a float tensor of shape (3, height, width) with values in [0, 1].
 
     Accepts a file path, a PIL image, a numpy array (HWC or HW; uint8 or float in [0, 1]) or a torch tensor
-    (CHW or HW; uint8 or float in [0, 1]). Grayscale and RGBA are converted to RGB.
+    (CHW or HW; uint8 or float in [0, 1]). Grayscale and RGBA are converted to RGB. Integer values are multiplied
+    by `rescale_factor` (1 / 255 maps uint8 to [0, 1]).
 
     Raises:
         TypeError: for anything that is not one of the above.
@@ -36,17 +53,18 @@ def load_image(image) -> torch.Tensor:
     if isinstance(image, Image.Image):
         if image.width == 0 or image.height == 0:
             raise ValueError(f"image has zero pixels ({image.width}x{image.height})")
-        return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1) / 255.0
+        pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
+        return pixels.float() * rescale_factor
     if isinstance(image, np.ndarray):
         array = image[:, :, None] if image.ndim == 2 else image
         if array.ndim != 3:
             raise ValueError(f"a numpy image must be HWC or HW, got shape {image.shape}")
-        return _to_unit_rgb(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1), image.shape)
+        return _to_unit_rgb(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1), image.shape, rescale_factor)
     if isinstance(image, torch.Tensor):
         tensor = image[None] if image.dim() == 2 else image
         if tensor.dim() != 3:
             raise ValueError(f"a torch image must be CHW or HW, got shape {tuple(image.shape)}")
-        return _to_unit_rgb(tensor.detach().cpu(), tuple(image.shape))
+        return _to_unit_rgb(tensor.detach().cpu(), tuple(image.shape), rescale_factor)
     raise TypeError(
         f"an image must be a file path, PIL.Image, numpy array or torch tensor, got {type(image).__name__}"
     )
@@ -63,14 +81,14 @@ def _open_image_file(path: Path) -> Image.Image:
         raise ValueError(f"could not read image file {path}: it is corrupt or not an image ({error})") from None
 
 
-def _to_unit_rgb(chw: torch.Tensor, original_shape) -> torch.Tensor:
+def _to_unit_rgb(chw: torch.Tensor, original_shape, rescale_factor: float) -> torch.Tensor:
     channels, height, width = chw.shape
     if height == 0 or width == 0:
         raise ValueError(f"image has zero pixels (shape {tuple(original_shape)})")
     if channels not in (1, 3, 4):
         raise ValueError(f"an image needs 1, 3 or 4 channels, got {channels} (shape {tuple(original_shape)})")
     if chw.dtype == torch.uint8:
-        chw = chw.float() / 255.0
+        chw = chw.float() * rescale_factor
     elif chw.is_floating_point():
         chw = chw.float()
     else:
@@ -139,6 +157,8 @@ class VisionLLMImageProcessor(BaseImageProcessor):
     """
 
     model_input_names = ["pixel_values", "image_grids"]
+    valid_kwargs = VisionLLMImagesKwargs
+    rescale_factor = 1 / 255
 
     def __init__(
         self,
@@ -168,7 +188,18 @@ class VisionLLMImageProcessor(BaseImageProcessor):
 
     @property
     def grids(self) -> list[list[int]]:
-        return self.tile_grids or default_tile_grids(self.min_tiles, self.max_tiles)
+        return self.grids_within(self.min_tiles, self.max_tiles)
+
+    def grids_within(self, min_tiles: int, max_tiles: int) -> list[list[int]]:
+        """The aspect-ratio set, limited to grids of `min_tiles..max_tiles` tiles (a per-call budget)."""
+        if not 1 <= min_tiles <= max_tiles:
+            raise ValueError(f"need 1 <= min_tiles <= max_tiles, got {min_tiles} and {max_tiles}")
+        if self.tile_grids is None:
+            return default_tile_grids(min_tiles, max_tiles)
+        grids = [grid for grid in self.tile_grids if min_tiles <= grid[0] * grid[1] <= max_tiles]
+        if not grids:
+            raise ValueError(f"no grid of tile_grids {self.tile_grids} has {min_tiles} to {max_tiles} tiles")
+        return grids
 
     def num_tiles(self, grid: tuple[int, int]) -> int:
         """Tiles one image produces: its local grid plus the global view."""
@@ -178,18 +209,25 @@ class VisionLLMImageProcessor(BaseImageProcessor):
         """LLM tokens one image with this grid takes."""
         return self.num_tiles(grid) * self.image_seq_length
 
-    def tile(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Cut one (3, height, width) image in [0, 1] into normalised tiles; returns them and the grid."""
+    def tile(
+        self, image: torch.Tensor, grids: list[list[int]] | None = None, mean=None, std=None
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """
+        Cut one (3, height, width) image in [0, 1] into tiles normalised with `mean` and `std` (the processor's by
+        default; None skips normalisation when given as `mean=False`); returns them and the grid.
+        """
         _, height, width = image.shape
-        columns, rows = select_tile_grid(width, height, self.grids, self.tile_size)
+        columns, rows = select_tile_grid(width, height, grids or self.grids, self.tile_size)
         size = self.tile_size
         resized = _resize(image, rows * size, columns * size)
         tiles = resized.unflatten(1, (rows, size)).unflatten(3, (columns, size))  # 3, rows, size, columns, size
         tiles = tiles.permute(1, 3, 0, 2, 4).reshape(rows * columns, 3, size, size)
         if self.use_global_view:
             tiles = torch.cat([tiles, _resize(image, size, size)[None]])
-        mean = torch.tensor(self.image_mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.image_std).view(1, 3, 1, 1)
+        if mean is False:
+            return tiles, (columns, rows)
+        mean = torch.tensor(self.image_mean if mean is None else _per_channel(mean, "image_mean")).view(1, 3, 1, 1)
+        std = torch.tensor(self.image_std if std is None else _per_channel(std, "image_std")).view(1, 3, 1, 1)
         return (tiles - mean) / std, (columns, rows)
 
     def decoder_images(self, images: list) -> torch.Tensor:
@@ -208,17 +246,44 @@ class VisionLLMImageProcessor(BaseImageProcessor):
         return self.preprocess(images, return_tensors=return_tensors, **kwargs)
 
     def preprocess(self, images, return_tensors: str | None = "pt", **kwargs) -> BatchFeature:
-        """Tile one image or a (possibly nested) list of images; see the class docstring for the output."""
+        """
+        Tile one image or a (possibly nested) list of images; see the class docstring for the output. Keyword
+        arguments are the per-call options of [`VisionLLMImagesKwargs`].
+        """
+        options = self._call_options(kwargs)
         flat_images = flatten_images(images)
         if not flat_images:
             raise ValueError("no images given")
-        all_tiles, grids = [], []
+        grids = self.grids_within(options.get("min_tiles", self.min_tiles), options.get("max_tiles", self.max_tiles))
+        normalise = options.get("do_normalize", True)
+        mean, std = (options.get("image_mean"), options.get("image_std")) if normalise else (False, False)
+        all_tiles, image_grids = [], []
         for image in flat_images:
-            tiles, grid = self.tile(load_image(image))
+            tiles, grid = self.tile(self.load(image, **options), grids, mean, std)
             all_tiles.append(tiles)
-            grids.append(list(grid))
-        data = {"pixel_values": torch.cat(all_tiles), "image_grids": torch.tensor(grids, dtype=torch.long)}
+            image_grids.append(list(grid))
+        data = {"pixel_values": torch.cat(all_tiles), "image_grids": torch.tensor(image_grids, dtype=torch.long)}
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def load(self, image, **kwargs) -> torch.Tensor:
+        """One image as a `(3, height, width)` float tensor, integer values rescaled as the per-call options say."""
+        options = self._call_options(kwargs)
+        rescale_factor = options.get("rescale_factor", self.rescale_factor) if options.get("do_rescale", True) else 1.0
+        return load_image(image, rescale_factor)
+
+    @staticmethod
+    def _call_options(kwargs: dict) -> dict:
+        """The set per-call options; an option that does not apply to tiling raises instead of being ignored."""
+        options = {key: value for key, value in kwargs.items() if value is not None}
+        unsupported = sorted(set(options) - set(CALL_OPTIONS) - set(IGNORABLE_OPTIONS))
+        if unsupported:
+            raise ValueError(
+                f"image options {unsupported} do not apply to VisionLLM's tiling (every tile is tile_size squared, "
+                f"cut from the aspect-ratio grid); supported per call: {', '.join(CALL_OPTIONS)}"
+            )
+        if options.get("do_convert_rgb") is False:
+            raise ValueError("do_convert_rgb=False is not supported: the vision tower reads 3-channel RGB tiles")
+        return {key: value for key, value in options.items() if key in CALL_OPTIONS}
 
 
 def flatten_images(images) -> list:
@@ -232,9 +297,23 @@ def _resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     if image.shape[1:] == (height, width):
         return image
     resized = F.interpolate(image[None], size=(height, width), mode="bicubic", antialias=True, align_corners=False)
-    return resized[0].clamp(0.0, 1.0)
+    return resized[0].clamp(image.min(), image.max())  # bicubic overshoot stays within the image's own range
+
+
+def _per_channel(value, name: str) -> list[float]:
+    values = [float(value)] * 3 if isinstance(value, (int, float)) else [float(v) for v in value]
+    if len(values) != 3:
+        raise ValueError(f"{name} needs one value or three (per RGB channel), got {value!r}")
+    return values
 
 
 VisionLLMImageProcessor.register_for_auto_class("AutoImageProcessor")
 
-__all__ = ["VisionLLMImageProcessor", "default_tile_grids", "flatten_images", "load_image", "select_tile_grid"]
+__all__ = [
+    "VisionLLMImageProcessor",
+    "VisionLLMImagesKwargs",
+    "default_tile_grids",
+    "flatten_images",
+    "load_image",
+    "select_tile_grid",
+]

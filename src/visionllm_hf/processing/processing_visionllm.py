@@ -8,12 +8,18 @@ import math
 
 import torch
 from transformers.feature_extraction_utils import BatchFeature
-from transformers.processing_utils import ProcessorMixin
+from transformers.processing_utils import ProcessingKwargs, ProcessorMixin
 
-from .image_processing_visionllm import flatten_images, load_image
+from .image_processing_visionllm import VisionLLMImagesKwargs, flatten_images
 from .regions import is_region, rasterize_region
 from .post_processing import post_process_generation
 from .special_tokens import IMAGE_TOKEN, QUERY_TOKEN, REGION_TOKEN
+
+
+class VisionLLMProcessorKwargs(ProcessingKwargs, total=False):
+    """Keyword arguments of [`VisionLLMProcessor`]: the tokenizer's (`text_kwargs`) and the image options."""
+
+    images_kwargs: VisionLLMImagesKwargs
 
 
 class VisionLLMProcessor(ProcessorMixin):
@@ -37,6 +43,9 @@ class VisionLLMProcessor(ProcessorMixin):
             the queries exactly where generation puts them.
     """
 
+    valid_processor_kwargs = VisionLLMProcessorKwargs
+    text_kwargs = {"padding": True}  # defaults, overridden per call (transformers' processor kwargs convention)
+
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, super_link_queries=None, **kwargs):
         self.super_link_queries = dict(super_link_queries or {})
         super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
@@ -45,15 +54,7 @@ class VisionLLMProcessor(ProcessorMixin):
         if self.image_token_id is None or self.image_token_id == tokenizer.unk_token_id:
             raise ValueError(f"the tokenizer has no {IMAGE_TOKEN} token; build it with `visionllm-hf build`")
 
-    def __call__(
-        self,
-        images=None,
-        text: str | list[str] | None = None,
-        regions=None,
-        return_tensors: str | None = "pt",
-        padding: bool | str = True,
-        **tokenizer_kwargs,
-    ) -> BatchFeature:
+    def __call__(self, images=None, text: str | list[str] | None = None, regions=None, **kwargs) -> BatchFeature:
         r"""
         Args:
             images (*optional*):
@@ -65,12 +66,11 @@ class VisionLLMProcessor(ProcessorMixin):
                 Visual prompts, laid out like `images` (one list per image, or per sample one list per image),
                 each a box, point, scribble, polygon or mask (see `regions.py`). A sample's `<region>`
                 placeholders take its regions in order: those of its first image, then its second, ...
-            return_tensors (`str`, *optional*, defaults to `"pt"`):
-                Tensor type of the output.
-            padding (`bool` or `str`, *optional*, defaults to `True`):
-                Padding strategy passed to the tokenizer.
-            **tokenizer_kwargs:
-                Passed to the tokenizer (`padding_side`, `truncation`, `max_length`, ...).
+            **kwargs:
+                transformers' processor keyword arguments, flat or grouped: the tokenizer's (`padding` (default
+                `True`), `padding_side`, `truncation`, `max_length`, `return_tensors` (default `"pt"`), ... or
+                `text_kwargs={...}`) and the image options of [`VisionLLMImagesKwargs`] (`max_tiles`,
+                `do_normalize`, ... or `images_kwargs={...}`). An image option that does not apply raises.
 
         Returns:
             [`BatchFeature`] with `input_ids`, `attention_mask`; with images, `pixel_values` and `image_grids`;
@@ -83,15 +83,19 @@ class VisionLLMProcessor(ProcessorMixin):
         if not all(isinstance(sample, str) for sample in texts):
             raise TypeError("text must be a string or a list of strings")
         texts = [self.insert_queries(sample) for sample in texts]
+        merged = self._merge_kwargs(VisionLLMProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
+        text_kwargs, images_kwargs = merged["text_kwargs"], merged["images_kwargs"]
+        return_tensors = text_kwargs.pop("return_tensors", None) or "pt"
+        images_kwargs.pop("return_tensors", None)
         images_per_sample = self._assign_images(images, texts)
-        loaded_images = [load_image(image) for image in flatten_images(images_per_sample)]
+        loaded_images = [self.image_processor.load(image, **images_kwargs) for image in flatten_images(images_per_sample)]
 
         data = {}
         if regions is not None or any(REGION_TOKEN in sample for sample in texts):
             data.update(self._prepare_regions(regions, texts, images_per_sample, loaded_images))
         image_tokens_per_sample = [0] * len(texts)
         if loaded_images:
-            image_inputs = self.image_processor(loaded_images, return_tensors="pt")
+            image_inputs = self.image_processor(loaded_images, return_tensors="pt", **images_kwargs)
             grids = iter(image_inputs["image_grids"].tolist())
             expanded = []
             for index, sample in enumerate(texts):
@@ -105,7 +109,7 @@ class VisionLLMProcessor(ProcessorMixin):
                 first_images = [loaded_images[start] if images else None for start, images in _starts(images_per_sample)]
                 data["decoder_pixel_values"] = self.image_processor.decoder_images(first_images)
 
-        text_inputs = self.tokenizer(texts, padding=padding, return_tensors=return_tensors, **tokenizer_kwargs)
+        text_inputs = self.tokenizer(texts, return_tensors=return_tensors, **text_kwargs)
         self._check_image_token_counts(text_inputs["input_ids"], image_tokens_per_sample)
         data.update(text_inputs)
         return BatchFeature(data=data, tensor_type=return_tensors)
@@ -207,15 +211,11 @@ class VisionLLMProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
-        return [
-            "input_ids",
-            "attention_mask",
-            "pixel_values",
-            "image_grids",
-            "region_masks",
-            "region_image_index",
-            "decoder_pixel_values",
-        ]
+        """What a call with text and images returns (with regions, also `region_masks` and `region_image_index`)."""
+        names = list(self.tokenizer.model_input_names) + list(self.image_processor.model_input_names)
+        if self.image_processor.decoder_image_size:
+            names.append("decoder_pixel_values")
+        return names
 
 
 def _starts(images_per_sample: list[list]):

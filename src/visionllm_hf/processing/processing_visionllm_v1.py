@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from transformers import ProcessorMixin
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.processing_utils import ProcessingKwargs
 
 IMAGE_TOKEN = "<image>"
 CLASS_PLACEHOLDER = "<class>"
@@ -32,19 +34,28 @@ class VisionLLMv1Processor(ProcessorMixin):
         location_range (`int`): R of the location tokens `<p-R>` .. `<pR>`.
     """
 
+    text_kwargs = {"padding": True, "padding_side": "left"}  # defaults, overridden per call
+
     def __init__(self, image_processor=None, tokenizer=None, num_image_tokens: int = 100, location_range: int = 512, **kwargs):
         self.num_image_tokens = num_image_tokens
         self.location_range = location_range
         super().__init__(image_processor, tokenizer, **kwargs)
 
-    def __call__(self, images=None, text=None, categories=None, return_tensors="pt", **kwargs):
+    def __call__(self, images=None, text=None, categories=None, **kwargs) -> BatchFeature:
         """
         Args:
             images: one image per sample.
             text (`str` or `list[str]`): instructions with one `<image>`; `<class>` is replaced by the category
                 set (`{"cat": <c0>, "dog": <c1>}`) and `<range>` by the location range.
             categories (`list[str]` or `list[list[str]]`, *optional*): the category set, per sample or shared.
+            **kwargs: transformers' processor keyword arguments: the tokenizer's (`padding_side` (default left),
+                `return_tensors` (default `"pt"`), ... or `text_kwargs={...}`) and the image processor's
+                (`do_normalize`, ... or `images_kwargs={...}`).
         """
+        merged = self._merge_kwargs(ProcessingKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
+        text_kwargs, images_kwargs = merged["text_kwargs"], merged["images_kwargs"]
+        return_tensors = text_kwargs.pop("return_tensors", None) or "pt"
+        images_kwargs.pop("return_tensors", None)
         texts = [text] if isinstance(text, str) else list(text)
         images = [images] if images is not None and not isinstance(images, (list, tuple)) else images
         if images is None or len(images) != len(texts):
@@ -61,16 +72,22 @@ class VisionLLMv1Processor(ProcessorMixin):
             sample = sample.replace(RANGE_PLACEHOLDER, f"{location_token(-self.location_range)} to {location_token(self.location_range)}")
             filled.append(sample)
         expanded = [sample.replace(IMAGE_TOKEN, IMAGE_TOKEN * self.num_image_tokens) for sample in filled]
-        encoded = self.tokenizer(expanded, padding=True, padding_side="left", return_tensors=return_tensors, **kwargs)
+        encoded = self.tokenizer(expanded, return_tensors=return_tensors, **text_kwargs)
         prompt = self.tokenizer([s.replace(IMAGE_TOKEN, "") for s in filled], padding=True, return_tensors=return_tensors)
-        pixels = self.image_processor([_as_rgb(image) for image in images], return_tensors=return_tensors)["pixel_values"]
-        return {
+        images = [_as_rgb(image) for image in images]
+        pixels = self.image_processor(images, return_tensors=return_tensors, **images_kwargs)["pixel_values"]
+        data = {
             "input_ids": encoded["input_ids"],
             "attention_mask": encoded["attention_mask"],
             "pixel_values": pixels,
             "prompt_input_ids": prompt["input_ids"],
             "prompt_attention_mask": prompt["attention_mask"],
         }
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "pixel_values", "prompt_input_ids", "prompt_attention_mask"]
 
     @staticmethod
     def category_set(names: list[str]) -> str:

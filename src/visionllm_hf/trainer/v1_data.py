@@ -76,9 +76,9 @@ class VisionLLMv1Collator:
         for sample in samples:
             with Image.open(sample["image"]) as image:
                 images.append(image.convert("RGB"))
-        batch = self.processor(
+        batch = dict(self.processor(
             images=images, text=[s["text"] for s in samples], categories=[s["categories"] for s in samples]
-        )
+        ))
         batch["object_targets"] = [sample["targets"] for sample in samples]
         batch["num_fields"] = self.num_fields
         return batch
