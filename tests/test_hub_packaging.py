@@ -37,6 +37,7 @@ FLAT_CODE_FILES = {
     "special_tokens.py",
     "transformers_compat.py",
     "image_layout.py",
+    "input_checks.py",
 }
 
 

@@ -106,7 +106,7 @@ def run_demo(
             inputs = processor(images=[[item["image"]]], text=[prompt], regions=regions)
             kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False}
             if "answer" in task:
-                kwargs.update(forced_generation_kwargs(processor.tokenizer, [task["answer"]]))
+                kwargs.update(forced_generation_kwargs(processor, [task["answer"]]))
             generated = model.generate(**inputs, **kwargs)
             size = (item["image"].height, item["image"].width)
             answer = processor.post_process_generation(generated, target_sizes=[size])[0]

@@ -32,6 +32,8 @@ def build_processor(
         image_std=list(image_std),
         decoder_image_size=config.decoder_image_size,
     )
+    if config.max_text_positions() is not None:  # the processor warns about longer inputs
+        tokenizer.model_max_length = config.max_text_positions()
     queries = {ROUTING_TOKENS[name]: config.super_link_queries[name] for name in config.routing_decoders}
     return VisionLLMProcessor(
         image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE, super_link_queries=queries

@@ -265,6 +265,10 @@ class VisionLLMConfig(PreTrainedConfig):
         if self.routing_decoders and self.decoder_image_size is None:
             self.decoder_image_size = self.tile_size
 
+    def max_text_positions(self) -> int | None:
+        """The positions the language model was built for (`max_position_embeddings`), if its config says."""
+        return getattr(self.text_config, "max_position_embeddings", None)  # not every LM config declares it
+
     def special_token_ids(self) -> list[int]:
         """Ids of the set special tokens whose positions the model locates: `<image>`, `<region>`, `<query>`, routing."""
         names = ("image", "region", "query", *DEFAULT_SUPER_LINK_QUERIES)

@@ -22,6 +22,7 @@ from transformers.utils.generic import can_return_tuple
 from .configuration_visionllm import VisionLLMConfig
 from .decoders import build_decoders, build_super_link, decoder_losses, run_decoders, visual_prompts_by_row
 from .image_layout import PER_IMAGE_INPUTS, expand_image_inputs, tiles_per_image
+from .input_checks import check_left_padding, generation_length, warn_past_positions, weights_file_errors
 from .region_encoders import RegionGPTRegionEncoder, VisionLLMV2RegionEncoder
 from .super_link import RoutingOccurrence
 from .super_link_generation import VisionLLMGenerateOutput, generate_with_super_link
@@ -137,6 +138,11 @@ class VisionLLMPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = False
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        with weights_file_errors(pretrained_model_name_or_path):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
 
 class VisionLLMModel(VisionLLMPreTrainedModel):
@@ -333,6 +339,8 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
 
         if self.super_link is not None:
             inputs_embeds = self.super_link.embed_queries(token_ids, inputs_embeds)
+        if _is_prefill(cache):
+            warn_past_positions(inputs_embeds.shape[1], self.config.max_text_positions(), "the input")
 
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,
@@ -547,7 +555,14 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
         Plain transformers generation for a chat model; with decoders, generation that runs them on every
         routing token (see `super_link_generation.py`) and returns a `VisionLLMGenerateOutput` with
         `sequences` and per-sample `results` (only `sequences` with `return_dict_in_generate=False`).
+        Batches must be padded on the left (the processor's default); a right-padded batch raises.
         """
+        input_ids = kwargs.get("input_ids", args[0] if args and torch.is_tensor(args[0]) else None)
+        check_left_padding(kwargs.get("attention_mask"))
+        total = generation_length(input_ids, kwargs, self.generation_config)
+        max_positions = self.config.max_text_positions()
+        if max_positions is not None and (input_ids is None or input_ids.shape[-1] <= max_positions):
+            warn_past_positions(total, max_positions, "the prompt plus max_new_tokens")
         if self.model.super_link is None:
             return super().generate(*args, **kwargs)
         return generate_with_super_link(self, *args, **kwargs)

@@ -15,14 +15,20 @@ LABEL_TRIM = string.whitespace + string.punctuation
 
 
 def post_process_generation(tokenizer, outputs, target_sizes, threshold: float, mask_threshold: float) -> list[dict]:
+    if torch.is_tensor(outputs) or not hasattr(outputs, "results"):
+        raise TypeError(
+            f"post_process_generation needs what generate returns for a model with decoders (a "
+            f"VisionLLMGenerateOutput), got {type(outputs).__name__}; call generate without "
+            "return_dict_in_generate=False, or use post_process_image_text_to_text for token ids"
+        )
     sequences = outputs.sequences
-    if target_sizes is not None and len(target_sizes) != len(sequences):
-        raise ValueError(f"target_sizes has {len(target_sizes)} entries for {len(sequences)} samples")
+    if target_sizes is not None:
+        target_sizes = _checked_sizes(target_sizes, len(sequences))
     query_id = tokenizer.convert_tokens_to_ids(QUERY_TOKEN)
     processed = []
     for row, results in enumerate(outputs.results):
         ids = sequences[row].tolist()
-        size = None if target_sizes is None else tuple(int(v) for v in target_sizes[row])
+        size = None if target_sizes is None else target_sizes[row]
         answer_end = outputs.prompt_length + int(outputs.attention_mask[row, outputs.prompt_length :].sum())
         text = tokenizer.decode(ids[outputs.prompt_length : answer_end], skip_special_tokens=True).strip()
         objects, images, boundary = [], [], outputs.prompt_length
@@ -38,6 +44,23 @@ def post_process_generation(tokenizer, outputs, target_sizes, threshold: float, 
                 objects += _objects(result, label, size, threshold, mask_threshold)
         processed.append({"text": text, "objects": objects, "images": images})
     return processed
+
+
+def _checked_sizes(target_sizes, count: int) -> list[tuple[int, int]]:
+    """`(height, width)` per sample, positive integers."""
+    sizes = target_sizes.tolist() if torch.is_tensor(target_sizes) else list(target_sizes)
+    if len(sizes) != count:
+        raise ValueError(f"target_sizes has {len(sizes)} entries for {count} samples")
+    checked = []
+    for index, size in enumerate(sizes):
+        try:
+            height, width = (float(value) for value in size)
+        except (TypeError, ValueError):
+            raise ValueError(f"target_sizes[{index}] must be (height, width), got {size!r}") from None
+        if not (height >= 1 and width >= 1 and height == int(height) and width == int(width)):
+            raise ValueError(f"target_sizes[{index}] must be positive whole pixels (height, width), got {size!r}")
+        checked.append((int(height), int(width)))
+    return checked
 
 
 def _objects(result: dict, label: str, size, threshold: float, mask_threshold: float) -> list[dict]:

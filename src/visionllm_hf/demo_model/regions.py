@@ -73,6 +73,8 @@ def _as_points(value, kind: str, where: str) -> torch.Tensor:
         points = torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=torch.float64)
     except (TypeError, ValueError):
         raise ValueError(f"{where}: the {kind} must hold numbers, got {value!r}") from None
+    if not torch.isfinite(points).all():
+        raise ValueError(f"{where}: the {kind} holds a non-finite coordinate (NaN or inf): {points.tolist()}")
     expected = {"box": (4,), "point": (2,)}.get(kind)
     if expected is not None and tuple(points.shape) != expected:
         raise ValueError(f"{where}: a {kind} needs {expected[0]} numbers, got shape {tuple(points.shape)}")

@@ -79,7 +79,7 @@ class Evaluator:
             )
             kwargs = {"max_new_tokens": 32, "do_sample": False}
             if any("answer" in r for r in batch):
-                kwargs.update(forced_generation_kwargs(self.processor.tokenizer, [r.get("answer", "") for r in batch]))
+                kwargs.update(forced_generation_kwargs(self.processor, [r.get("answer", "") for r in batch]))
             with torch.no_grad():
                 generated = self.model.generate(**inputs, **kwargs)
             sizes = [(r["height"], r["width"]) for r in batch]

@@ -28,6 +28,7 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration_visionllm_v1 import MAX_BOUNDARY_POINTS, VisionLLMv1Config
 from .image_tokenizer_v1 import LanguageGuidedImageTokenizer
+from .input_checks import check_left_padding, weights_file_errors
 from .transformers_compat import LOSS_KWARGS, cache_argument, merge_cache_arguments, output_cache
 
 
@@ -80,6 +81,11 @@ class VisionLLMv1PreTrainedModel(PreTrainedModel):
     _no_split_modules = ["LanguageGuidedImageTokenizer"]
     _supports_sdpa = True
     _supports_attention_backend = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        with weights_file_errors(pretrained_model_name_or_path):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
 
 class VisionLLMv1ForConditionalGeneration(VisionLLMv1PreTrainedModel, GenerationMixin):
@@ -214,6 +220,11 @@ class VisionLLMv1ForConditionalGeneration(VisionLLMv1PreTrainedModel, Generation
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+
+    def generate(self, *args, **kwargs):
+        """transformers' generation; batches must be padded on the left (the processor's default), else it raises."""
+        check_left_padding(kwargs.get("attention_mask"))
+        return super().generate(*args, **kwargs)
 
     def prepare_inputs_for_generation(
         self, input_ids, inputs_embeds=None, is_first_iteration: bool | None = False, **kwargs

@@ -13,6 +13,7 @@ This file ships with every checkpoint (``trust_remote_code``): it imports only t
 """
 
 import copy
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -132,7 +133,7 @@ def generate_with_super_link(
     eos_ids = torch.tensor(_as_list(config.eos_token_id), device=input_ids.device, dtype=torch.long)
     pad_id = config.pad_token_id if config.pad_token_id is not None else int(eos_ids[0]) if len(eos_ids) else 0
     prompt_length = input_ids.shape[1]
-    max_new_tokens = config.max_new_tokens or max(config.max_length - prompt_length, 0)
+    max_new_tokens = _new_token_budget(config, prompt_length)
     min_new_tokens = config.min_new_tokens or 0
 
     batch = input_ids.shape[0]
@@ -193,7 +194,8 @@ def generate_with_super_link(
     sequences, final_mask, positions = _compact(sequence, mask, prompt_length, pad_id)
     occurrences.sort(key=lambda occurrence: (occurrence.row, occurrence.position))
     visual_prompts = visual_prompts_by_row(input_ids, model.config.region_token_id, model_inputs.get("region_masks"))
-    results = _results(model, occurrences, decoder_pixel_values, visual_prompts, positions, batch, image_options)
+    rows_with_image = (input_ids == model.config.image_token_id).any(dim=1).tolist()
+    results = _results(model, occurrences, decoder_pixel_values, visual_prompts, positions, rows_with_image, image_options)
     if return_dict_in_generate is False:
         return sequences
     states = [[o.states for o in occurrences if o.row == row] for row in range(batch)]
@@ -209,6 +211,18 @@ def generate_with_super_link(
 
 
 _PREFILL_INPUTS = ("pixel_values", "image_grids", "region_masks", "region_image_index")
+
+
+DEFAULT_NEW_TOKENS = 20  # transformers' budget when neither max_new_tokens nor a max_length of one's own is set
+
+
+def _new_token_budget(config: GenerationConfig, prompt_length: int) -> int:
+    """`max_new_tokens`, else what `max_length` leaves after the prompt, else transformers' default of 20 new tokens."""
+    if config.max_new_tokens is not None:  # transformers' GenerationConfig has checked it
+        return config.max_new_tokens
+    if config.max_length is None or config.max_length == DEFAULT_NEW_TOKENS:  # transformers' own default
+        return DEFAULT_NEW_TOKENS
+    return max(config.max_length - prompt_length, 0)
 
 
 def _as_list(value) -> list[int]:
@@ -266,15 +280,31 @@ def _compact(sequence, mask, prompt_length: int, pad_id: int):
 
 
 def _results(
-    model, occurrences, decoder_pixel_values, visual_prompts, positions, batch: int, image_options: dict
+    model, occurrences, decoder_pixel_values, visual_prompts, positions, rows_with_image, image_options: dict
 ) -> list[list[dict]]:
-    per_row = [[] for _ in range(batch)]
+    """
+    Per row, one result per routing token. A decoder that reads the image is not run for a sample without one
+    (a text-only question answered with `[DET]`, say): its result holds no objects and a warning says so.
+    """
+    per_row = [[] for _ in range(len(rows_with_image))]
     if not occurrences:
         return per_row
-    outputs = run_decoders(model.model.super_link, model.decoders, occurrences, decoder_pixel_values, visual_prompts)
+    def can_run(occurrence) -> bool:
+        return rows_with_image[occurrence.row] or not model.decoders[occurrence.name].needs_image
+
+    runnable = [occurrence for occurrence in occurrences if can_run(occurrence)]
+    for occurrence in occurrences:
+        if not can_run(occurrence):
+            warnings.warn(
+                f"sample {occurrence.row}'s answer holds '{occurrence.name}' routing, but the sample has no image: "
+                "its decoder reads the image, so it was not run and gives no objects",
+                stacklevel=4,
+            )
+    outputs = run_decoders(model.model.super_link, model.decoders, runnable, decoder_pixel_values, visual_prompts)
+    decoded = dict(zip(map(id, runnable), decoder_results(model.decoders, outputs, len(runnable), image_options)))
     routing_tokens = {name: token for token, name in model.model.super_link.names_by_id.items()}
-    results = decoder_results(model.decoders, outputs, len(occurrences), image_options)
-    for occurrence, result in zip(occurrences, results):
+    for occurrence in occurrences:
+        result = decoded.get(id(occurrence), {"scores": torch.zeros(0), "skipped": "the sample has no image"})
         position = positions[occurrence.row][occurrence.position]
         occurrence.position = position
         entry = {"routing": occurrence.name, "routing_token_id": routing_tokens[occurrence.name], "position": position}

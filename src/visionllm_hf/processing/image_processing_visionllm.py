@@ -36,38 +36,81 @@ CALL_OPTIONS = ("do_rescale", "rescale_factor", "do_normalize", "image_mean", "i
 IGNORABLE_OPTIONS = ("return_tensors", "device", "do_convert_rgb", "data_format", "input_data_format")
 
 
+MAX_PIXELS = 8192 * 8192  # larger images are refused: downscale them first (a float copy would take 800 MB)
+FLOAT_TOLERANCE = 1e-3  # float pixels may overshoot [0, 1] by this much (resampling ringing)
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
 def load_image(image, rescale_factor: float = 1 / 255) -> torch.Tensor:
     """
     Turn one image into a float tensor of shape (3, height, width) with values in [0, 1].
 
-    Accepts a file path, a PIL image, a numpy array (HWC or HW; uint8 or float in [0, 1]) or a torch tensor
-    (CHW or HW; uint8 or float in [0, 1]). Grayscale and RGBA are converted to RGB. Integer values are multiplied
-    by `rescale_factor` (1 / 255 maps uint8 to [0, 1]).
+    Accepts a file path, a PIL image (any mode: 16-bit and 32-bit integer images are scaled from 0..65535, float
+    `F` images must hold values in [0, 1]), a numpy array (HWC or HW) or a torch tensor (CHW or HW). Arrays and
+    tensors hold uint8 (or other integers in 0..255), uint16 (0..65535) or floats in [0, 1]. Grayscale, RGBA and
+    other colour modes are converted to RGB. 8-bit values are multiplied by `rescale_factor` (1 / 255 maps them
+    to [0, 1]).
 
     Raises:
-        TypeError: for anything that is not one of the above.
-        ValueError: for an unreadable file, a wrong number of dimensions or channels, or zero pixels.
+        TypeError: for anything that is not one of the above, or an unsupported value type (bool, complex).
+        ValueError: for an unreadable file, a wrong number of dimensions or channels, zero pixels, more than
+            `MAX_PIXELS` pixels, non-finite values (NaN, inf), or values outside the range their type allows.
     """
     if isinstance(image, (str, os.PathLike)):
         image = _open_image_file(Path(image))
     if isinstance(image, Image.Image):
-        if image.width == 0 or image.height == 0:
-            raise ValueError(f"image has zero pixels ({image.width}x{image.height})")
-        pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
-        return pixels.float() * rescale_factor
+        _check_size(image.height, image.width, f"{image.width}x{image.height} {image.mode} image")
+        return _pil_to_unit_rgb(image, rescale_factor)
     if isinstance(image, np.ndarray):
         array = image[:, :, None] if image.ndim == 2 else image
         if array.ndim != 3:
             raise ValueError(f"a numpy image must be HWC or HW, got shape {image.shape}")
+        if array.dtype.byteorder not in ("=", "|"):
+            array = array.astype(array.dtype.newbyteorder("="))
+        if array.dtype == np.uint16:  # torch has no uint16 arithmetic on every version
+            chw = torch.from_numpy(np.ascontiguousarray(array.astype(np.int32))).permute(2, 0, 1)
+            return _to_unit_rgb(chw, image.shape, 1 / 65535, integer_max=65535)
         return _to_unit_rgb(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1), image.shape, rescale_factor)
     if isinstance(image, torch.Tensor):
         tensor = image[None] if image.dim() == 2 else image
         if tensor.dim() != 3:
             raise ValueError(f"a torch image must be CHW or HW, got shape {tuple(image.shape)}")
+        if tensor.dtype == torch.uint16:
+            return _to_unit_rgb(tensor.detach().cpu().int(), tuple(image.shape), 1 / 65535, integer_max=65535)
         return _to_unit_rgb(tensor.detach().cpu(), tuple(image.shape), rescale_factor)
     raise TypeError(
         f"an image must be a file path, PIL.Image, numpy array or torch tensor, got {type(image).__name__}"
     )
+
+
+def _check_size(height: int, width: int, what: str):
+    if height == 0 or width == 0:
+        raise ValueError(f"image has zero pixels ({what})")
+    if height * width > MAX_PIXELS:
+        raise ValueError(
+            f"image too large: {what} has {height * width:,} pixels, more than {MAX_PIXELS:,} (8192x8192); "
+            "downscale it first (the processor resizes every image to at most max_tiles tiles anyway)"
+        )
+
+
+def _pil_to_unit_rgb(image: Image.Image, rescale_factor: float) -> torch.Tensor:
+    """A PIL image of any mode as (3, h, w) floats in [0, 1]; 16/32-bit and float modes keep their precision."""
+    if image.mode in SIXTEEN_BIT_MODES or image.mode == "I":
+        values = np.asarray(image).astype(np.int64)
+        if values.min() < 0 or values.max() > 65535:
+            raise ValueError(
+                f"a {image.mode} PIL image holds values from {values.min()} to {values.max()}; integer images are "
+                "read as 0..65535 (16-bit): convert it to 8-bit ('L' / 'RGB') or to float in [0, 1] first"
+            )
+        return _to_unit_rgb(torch.from_numpy(values.astype(np.float32) / 65535)[None], image.size[::-1], 1.0)
+    if image.mode == "F":
+        return _to_unit_rgb(torch.from_numpy(np.asarray(image, dtype=np.float32).copy())[None], image.size[::-1], 1.0)
+    try:
+        rgb = image.convert("RGB")
+    except ValueError as error:
+        raise ValueError(f"a PIL image of mode {image.mode} cannot be converted to RGB ({error})") from None
+    pixels = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
+    return pixels.float() * rescale_factor
 
 
 def _open_image_file(path: Path) -> Image.Image:
@@ -77,25 +120,55 @@ def _open_image_file(path: Path) -> Image.Image:
             return opened.copy()
     except FileNotFoundError:
         raise ValueError(f"image file not found: {path}") from None
+    except IsADirectoryError:
+        raise ValueError(f"image path is a folder, not an image file: {path}") from None
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"image file {path} is too large to open safely ({error})") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"could not read image file {path}: it is corrupt or not an image ({error})") from None
 
 
-def _to_unit_rgb(chw: torch.Tensor, original_shape, rescale_factor: float) -> torch.Tensor:
+def _to_unit_rgb(chw: torch.Tensor, original_shape, rescale_factor: float, integer_max: int = 255) -> torch.Tensor:
+    """
+    (channels, h, w) of any supported dtype -> (3, h, w) floats: integers (0..`integer_max`) times
+    `rescale_factor`, floats checked to lie in [0, 1].
+    """
     channels, height, width = chw.shape
-    if height == 0 or width == 0:
-        raise ValueError(f"image has zero pixels (shape {tuple(original_shape)})")
+    _check_size(height, width, f"shape {tuple(original_shape)}")
     if channels not in (1, 3, 4):
         raise ValueError(f"an image needs 1, 3 or 4 channels, got {channels} (shape {tuple(original_shape)})")
-    if chw.dtype == torch.uint8:
-        chw = chw.float() * rescale_factor
-    elif chw.is_floating_point():
+    if chw.dtype == torch.bool or chw.is_complex():
+        raise TypeError(f"image values must be integers (0..255 or 0..65535) or floats in [0, 1], got {chw.dtype}")
+    if chw.is_floating_point():
         chw = chw.float()
+        _check_float_values(chw, original_shape)
     else:
-        raise TypeError(f"image values must be uint8 or float in [0, 1], got {chw.dtype}")
+        low, high = int(chw.min()), int(chw.max())
+        if low < 0 or high > integer_max:
+            raise ValueError(
+                f"integer image values must lie in 0..{integer_max}, these go from {low} to {high} (shape "
+                f"{tuple(original_shape)}): scale them to 8-bit, or pass floats in [0, 1]"
+            )
+        chw = chw.float() * rescale_factor
     if channels == 1:
         chw = chw.expand(3, height, width)
     return chw[:3]
+
+
+def _check_float_values(chw: torch.Tensor, original_shape):
+    finite = torch.isfinite(chw)
+    if not finite.all():
+        raise ValueError(
+            f"the image holds {int((~finite).sum())} non-finite values (NaN or inf) (shape {tuple(original_shape)}); "
+            "every pixel must be a number in [0, 1]"
+        )
+    low, high = float(chw.min()), float(chw.max())
+    if low < -FLOAT_TOLERANCE or high > 1 + FLOAT_TOLERANCE:
+        hint = "values in 0..255 must be uint8 or divided by 255" if high > 1 + FLOAT_TOLERANCE else "clip them"
+        raise ValueError(
+            f"float image values must lie in [0, 1], these go from {low:.4g} to {high:.4g} (shape "
+            f"{tuple(original_shape)}): {hint}"
+        )
 
 
 def default_tile_grids(min_tiles: int, max_tiles: int) -> list[list[int]]:

@@ -5,6 +5,8 @@ siblings in this folder.
 """
 
 import math
+import re
+import warnings
 
 import torch
 from transformers.feature_extraction_utils import BatchFeature
@@ -13,7 +15,7 @@ from transformers.processing_utils import ProcessingKwargs, ProcessorMixin
 from .image_processing_visionllm import VisionLLMImagesKwargs, flatten_images
 from .regions import is_region, rasterize_region
 from .post_processing import post_process_generation
-from .special_tokens import IMAGE_TOKEN, QUERY_TOKEN, REGION_TOKEN
+from .special_tokens import IMAGE_TOKEN, QUERY_TOKEN, REGION_TOKEN, ROUTING_TOKENS
 
 
 class VisionLLMProcessorKwargs(ProcessingKwargs, total=False):
@@ -79,7 +81,11 @@ class VisionLLMProcessor(ProcessorMixin):
         """
         if text is None:
             raise ValueError("text is required: each <image> in it marks where an image goes")
+        if not isinstance(text, (str, list, tuple)):
+            raise TypeError(f"text must be a string or a list of strings, got {type(text).__name__}")
         texts = [text] if isinstance(text, str) else list(text)
+        if not texts:
+            raise ValueError("text is an empty list: give one prompt per sample")
         if not all(isinstance(sample, str) for sample in texts):
             raise TypeError("text must be a string or a list of strings")
         texts = [self.insert_queries(sample) for sample in texts]
@@ -111,18 +117,40 @@ class VisionLLMProcessor(ProcessorMixin):
 
         text_inputs = self.tokenizer(texts, return_tensors=return_tensors, **text_kwargs)
         self._check_image_token_counts(text_inputs["input_ids"], image_tokens_per_sample)
+        self._warn_past_model_length(text_inputs["attention_mask"])
         data.update(text_inputs)
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def insert_queries(self, text: str) -> str:
-        """Put `super_link_queries[token]` `<query>` tokens after each routing token (existing ones are replaced)."""
-        if not self.super_link_queries:
-            return text
-        text = text.replace(QUERY_TOKEN, "")
+        """
+        Put `super_link_queries[token]` `<query>` tokens after each routing token. `<query>` tokens already right
+        after a routing token (a decoded answer fed back as history) are replaced; any other `<query>` raises, as
+        it is reserved for the super link.
+        """
+        routing = "|".join(re.escape(token) for token in ROUTING_TOKENS.values())
+        text = re.sub(f"({routing})(?:{re.escape(QUERY_TOKEN)})+", r"\1", text)
+        if QUERY_TOKEN in text:
+            raise ValueError(
+                f"the text holds a {QUERY_TOKEN} token that does not follow a routing token: {QUERY_TOKEN} is "
+                "reserved for the super-link queries the processor inserts itself; remove it from the text"
+            )
         for token, count in self.super_link_queries.items():
             if count:
                 text = text.replace(token, token + QUERY_TOKEN * count)
         return text
+
+    def apply_chat_template(self, conversation, *args, **kwargs):
+        """
+        transformers' `apply_chat_template`, after checking that no user or system turn types a routing token
+        (`[DET]`, `[SEG]`, ...) or `<query>`: those tokens belong to the model's answers, and typed into a question
+        they would become routing tokens (not text). Ask in words, or with a task prompt.
+        """
+        conversations = conversation if conversation and isinstance(conversation[0], (list, tuple)) else [conversation]
+        for messages in conversations:
+            for turn, message in enumerate(messages):
+                if isinstance(message, dict) and message.get("role") in ("user", "system"):
+                    _check_no_answer_tokens(message.get("content"), turn, message["role"])
+        return super().apply_chat_template(conversation, *args, **kwargs)
 
     def post_process_generation(self, outputs, target_sizes=None, threshold: float = 0.0, mask_threshold=0.5):
         """
@@ -200,6 +228,21 @@ class VisionLLMProcessor(ProcessorMixin):
             return {}
         return {"region_masks": torch.stack(masks), "region_image_index": torch.tensor(image_index)}
 
+    def _warn_past_model_length(self, attention_mask):
+        limit = self.tokenizer.model_max_length
+        if limit is None or limit > 1e9:  # the tokenizer's "no limit known"
+            return
+        lengths = [int(torch.as_tensor(mask).sum()) for mask in attention_mask]
+        too_long = [(index, length) for index, length in enumerate(lengths) if length > limit]
+        if too_long:
+            index, length = too_long[0]
+            warnings.warn(
+                f"sample {index} is {length} tokens long (images included), more than the {limit} positions the "
+                "model was trained for: its answer is unreliable. Use fewer or smaller images (max_tiles) or "
+                "shorter text.",
+                stacklevel=3,
+            )
+
     def _check_image_token_counts(self, input_ids, expected: list[int]):
         for index, (ids, count) in enumerate(zip(input_ids, expected)):
             found = int((torch.as_tensor(ids) == self.image_token_id).sum())
@@ -216,6 +259,20 @@ class VisionLLMProcessor(ProcessorMixin):
         if self.image_processor.decoder_image_size:
             names.append("decoder_pixel_values")
         return names
+
+
+def _check_no_answer_tokens(content, turn: int, role: str):
+    texts = [content] if isinstance(content, str) else [
+        part.get("text", "") for part in content or [] if isinstance(part, dict) and part.get("type") == "text"
+    ]
+    reserved = [*ROUTING_TOKENS.values(), QUERY_TOKEN]
+    for text in texts:
+        typed = [token for token in reserved if token in text]
+        if typed:
+            raise ValueError(
+                f"message {turn} ({role}) types {typed}: routing tokens and {QUERY_TOKEN} belong to the model's "
+                "answers and would not be read as text; ask in words (e.g. 'detect the cars') or use a task prompt"
+            )
 
 
 def _starts(images_per_sample: list[list]):

@@ -12,9 +12,12 @@
 Every sample is built from its index and a random generator, with a random instruction template (and, for
 detection, a random subset and order of categories, as VisionLLM v1/v2 do). `MixedTaskDataset` mixes sources with
 sampling ratios; each of its items is a whole per-device batch from one source (one task group).
+
+Every source checks all its records when it reads them (see `data_checks.py`): bad data raises a `DataError`
+(a `ValueError`) naming the file, record, field and fix, before any model is loaded; risky but valid data warns
+(`DataWarning`). A built source keeps those warnings in `problems`.
 """
 
-import json
 import random
 from pathlib import Path
 
@@ -24,6 +27,21 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from ..processing.templates import region_caption_prompt, region_classification_prompt
+from .data_checks import (
+    COCO_TASKS,
+    GENERATION_TASKS,
+    REFERRING_TASKS,
+    SPEAKERS,
+    DataProblem,
+    ProblemList,
+    check_coco,
+    check_conversations,
+    check_generation,
+    check_referring,
+    raise_for_problems,
+    read_json,
+    read_json_lines,
+)
 
 DETECTION_TEMPLATES = [
     "Can you analyze the image and identify the <class> present?",
@@ -79,9 +97,11 @@ class ConversationSource:
     """LLaVA-style conversation JSON; `human` -> user, `gpt` -> assistant; `<image>` kept where it is."""
 
     def __init__(self, path: str, image_folder: str | None = None, task: str = "conversation"):
-        self.records = json.loads(Path(path).read_text())
+        self.records = read_json(path)
         self.image_folder = Path(image_folder or Path(path).parent)
         self.task = task
+        self.problems: list[DataProblem] = check_conversations(self.records, path, self.image_folder, task)
+        raise_for_problems(self.problems)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -90,12 +110,7 @@ class ConversationSource:
         record = self.records[index]
         names = record.get("image") or []
         names = [names] if isinstance(names, str) else list(names)
-        roles = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
-        messages = []
-        for turn in record["conversations"]:
-            if turn["from"] not in roles:
-                raise ValueError(f"record {index}: unknown speaker '{turn['from']}' (use human/gpt)")
-            messages.append({"role": roles[turn["from"]], "content": turn["value"]})
+        messages = [{"role": SPEAKERS[turn["from"]], "content": turn["value"]} for turn in record["conversations"]]
         if names and not any("<image>" in m["content"] for m in messages):
             messages[0]["content"] = "<image>\n" * len(names) + messages[0]["content"]
         return {"messages": messages, "images": [str(self.image_folder / n) for n in names], "task": self.task}
@@ -112,12 +127,14 @@ class CocoSource:
         max_categories (`int`, defaults to 10): most categories asked per detection sample.
     """
 
-    tasks = ("detection", "instance_segmentation", "interactive_segmentation", "pose", "caption")
+    tasks = COCO_TASKS
 
     def __init__(self, annotation_file: str, image_folder: str, task: str = "detection", max_categories: int = 10):
         if task not in self.tasks:
             raise ValueError(f"unknown COCO task '{task}'; choose from {self.tasks}")
-        data = json.loads(Path(annotation_file).read_text())
+        data = read_json(annotation_file)
+        self.problems: list[DataProblem] = check_coco(data, annotation_file, image_folder, task)
+        raise_for_problems(self.problems)
         self.task = task
         self.image_folder = Path(image_folder)
         self.images = {image["id"]: image for image in data["images"]}
@@ -215,26 +232,24 @@ class ReferringSource:
     as `<region>`, its category as answer; `category_set` names the closed set in the instruction).
     """
 
-    tasks = ("rec", "grounding", "res", "region_caption", "region_classification")
-    required_fields = {"rec": ["box"], "grounding": ["box"], "res": ["mask"], "region_classification": ["category"]}
+    tasks = REFERRING_TASKS
 
     def __init__(self, path: str, image_folder: str | None = None, task: str = "rec", category_set: str | None = None):
         if task not in self.tasks:
             raise ValueError(f"unknown referring task '{task}'; choose from {self.tasks}")
-        self.records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        lines = read_json_lines(path)
+        self.records = [record for _, record in lines]
         self.image_folder = Path(image_folder or Path(path).parent)
         self.task = task
         self.category_set = category_set
+        self.problems: list[DataProblem] = check_referring(lines, path, self.image_folder, task)
+        raise_for_problems(self.problems)
 
     def __len__(self) -> int:
         return len(self.records)
 
     def sample(self, index: int, rng: random.Random) -> dict:
         record = self.records[index]
-        needed = self.required_fields.get(self.task, [])
-        missing = [key for key in ["image", "expression", *needed] if key not in record]
-        if missing:
-            raise ValueError(f"referring record {index} has no {missing} (task '{self.task}' needs them)")
         path = str(self.image_folder / record["image"])
         expression = record["expression"]
         with Image.open(path) as image:  # reads the header only
@@ -276,14 +291,17 @@ class GenerationSource:
     `caption` (for the text-feature loss, see `CaptionFeatures`).
     """
 
-    tasks = ("text_to_image", "image_editing")
+    tasks = GENERATION_TASKS
 
     def __init__(self, path: str, image_folder: str | None = None, task: str = "text_to_image"):
         if task not in self.tasks:
             raise ValueError(f"unknown generation task '{task}'; choose from {self.tasks}")
-        self.records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        lines = read_json_lines(path)
+        self.records = [record for _, record in lines]
         self.image_folder = Path(image_folder or Path(path).parent)
         self.task = task
+        self.problems: list[DataProblem] = check_generation(lines, path, self.image_folder, task)
+        raise_for_problems(self.problems)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -291,10 +309,6 @@ class GenerationSource:
     def sample(self, index: int, rng: random.Random) -> dict:
         record = self.records[index]
         text_key = "prompt" if self.task == "text_to_image" else "instruction"
-        needed = ["image", text_key] + (["input_image"] if self.task == "image_editing" else [])
-        missing = [key for key in needed if key not in record]
-        if missing:
-            raise ValueError(f"generation record {index} has no {missing} (task '{self.task}' needs them)")
         text = record[text_key].strip()
         target = {"image": _image_tensor(self.image_folder / record["image"]), "caption": text}
         if self.task == "text_to_image":
@@ -324,6 +338,21 @@ class DatasetSource:
         self.dataset, self.task = dataset, task
         self.image_column, self.messages_column = image_column, messages_column
         self.question_column, self.answer_column = question_column, answer_column
+        self.problems: list[DataProblem] = self._check_columns()
+        raise_for_problems(self.problems)
+
+    def _check_columns(self) -> list[DataProblem]:
+        """The mapped columns exist (where the dataset names its columns) and it holds rows."""
+        problems = ProblemList(f"dataset {type(self.dataset).__name__}")
+        if not len(self.dataset):
+            problems.error("holds no rows", "give a dataset with samples")
+        names = getattr(self.dataset, "column_names", None)
+        wanted = [self.image_column, self.messages_column, self.question_column, self.answer_column]
+        for column in [c for c in wanted if c is not None and names is not None and c not in names]:
+            problems.error(f"has no column '{column}' (columns: {', '.join(names)})",
+                           "map the right columns (image_column=..., messages_column=... or question/answer_column)",
+                           field=column)
+        return problems
 
     def __len__(self) -> int:
         return len(self.dataset)

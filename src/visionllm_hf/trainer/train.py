@@ -6,9 +6,13 @@
 Every `TrainingArguments` flag works (`--deepspeed zero2` or `zero3` picks the configs shipped in the package).
 `--per_device_train_batch_size` is the number of samples per device batch; each batch comes from one data
 source (task group).
+
+Before any model is loaded, the stage, the `--model` folder and every `--data` spec are checked and every data
+file is read and checked (see `data_checks.py`), so bad input fails in seconds, in the user's terms.
 """
 
 import dataclasses
+import math
 import shlex
 import sys
 import time
@@ -17,6 +21,8 @@ from importlib import resources
 from pathlib import Path
 
 from huggingface_hub import HfApi
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from transformers import AutoConfig, HfArgumentParser, TrainerCallback, TrainingArguments
 
 from ..builder.checkpoint import save_checkpoint
@@ -27,6 +33,7 @@ from ..processing import VisionLLMProcessor
 from ..processing.processing_visionllm_v1 import VisionLLMv1Processor
 from .collator import VisionLLMCollator
 from .data import CocoSource, ConversationSource, GenerationSource, MixedTaskDataset, ReferringSource
+from .data_checks import check_source, raise_for_problems
 from .lora import save_adapter
 from .stages import STAGES, apply_stage, build_optimizer
 from .trainer import VisionLLMTrainer
@@ -38,6 +45,13 @@ SOURCES = {
     "referring": ReferringSource,
     "generation": GenerationSource,
     "v1detection": V1DetectionSource,  # VisionLLM v1 checkpoints only
+}
+SOURCE_OPTIONS = {  # format -> the options its spec takes besides images= and ratio=, with their types
+    "conversation": {"task": str},
+    "coco": {"task": str, "max_categories": int},
+    "referring": {"task": str, "category_set": str},
+    "generation": {"task": str},
+    "v1detection": {"max_categories": int},
 }
 
 
@@ -67,20 +81,83 @@ class VisionLLMTrainArguments:
 
 
 def parse_data_spec(spec: str):
-    """`coco=ann.json,images=dir,task=detection,ratio=2` -> (source, ratio)."""
+    """`coco=ann.json,images=dir,task=detection,ratio=2` -> (source, ratio); the source reads and checks its file."""
+    kind, path, settings = split_data_spec(spec)
+    ratio = _spec_number(spec, "ratio", settings.pop("ratio", "1"), float)
+    if not math.isfinite(ratio) or ratio < 0:
+        raise ValueError(f"data spec '{spec}': ratio={ratio} must be a finite number >= 0")
+    images = settings.pop("images", None)
+    if images is not None and not Path(images).is_dir():
+        raise ValueError(f"data spec '{spec}': the image folder images={images} does not exist")
+    if kind in ("coco", "v1detection") and images is None:
+        raise ValueError(f"data spec '{spec}': COCO data needs images=DIR (the folder of the file_names)")
+    options = {key: _spec_number(spec, key, value, SOURCE_OPTIONS[kind][key]) for key, value in settings.items()}
+    if kind == "v1detection":  # V1DetectionSource reads without checking: check the file as COCO detection data
+        raise_for_problems(check_source("coco", path, images, task="detection"))
+    return SOURCES[kind](path, images, **options), ratio
+
+
+def split_data_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """`coco=ann.json,images=dir` -> `("coco", "ann.json", {"images": "dir"})`, unknown options refused."""
     first, *options = spec.split(",")
     kind, _, path = first.partition("=")
     if kind not in SOURCES or not path:
         raise ValueError(f"data spec '{spec}' must start with one of {sorted(SOURCES)}=PATH")
+    malformed = [option for option in options if "=" not in option or not option.partition("=")[2]]
+    if malformed:
+        raise ValueError(f"data spec '{spec}': option '{malformed[0]}' is not KEY=VALUE")
     settings = dict(option.split("=", 1) for option in options)
-    ratio = float(settings.pop("ratio", 1.0))
-    if kind in ("coco", "v1detection"):
-        if "images" not in settings:
-            raise ValueError(f"data spec '{spec}': COCO data needs images=DIR")
-        source = SOURCES[kind](path, settings.pop("images"), **settings)
-    else:
-        source = SOURCES[kind](path, settings.pop("images", None), **settings)
-    return source, ratio
+    known = {"images", "ratio", *SOURCE_OPTIONS[kind]}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"data spec '{spec}': {kind} data takes no option '{unknown[0]}'; it takes {sorted(known)}")
+    return kind, path, settings
+
+
+def _spec_number(spec: str, key: str, value: str, kind: type):
+    try:
+        return kind(value)
+    except ValueError:
+        wanted = "an integer" if kind is int else "a number"
+        raise ValueError(f"data spec '{spec}': {key}={value} is not {wanted}") from None
+
+
+def check_stage(stage: str):
+    """An unknown `--stage` fails before anything loads."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown --stage '{stage}'; choose from {', '.join(sorted(STAGES))}")
+
+
+def check_model_reference(model: str):
+    """`--model` is a checkpoint folder, or else reads as a hub id (`org/name`); a missing folder fails here."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"--model {model} has no config.json: give a checkpoint folder (visionllm-hf build --out)")
+        return
+    if path.exists():
+        raise ValueError(f"--model {model} is a file: give the checkpoint folder (with config.json)")
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        raise ValueError(f"--model {model}: no such folder (check the path), and not a hub id (org/name)") from None
+
+
+def check_sources_fit_stage(sources, stage: str):
+    """v1detection data goes with VisionLLM v1 stages (and checkpoints), the other formats with v2 ones."""
+    is_v1 = STAGES[stage].model_type == "visionllm_v1"
+    if any(isinstance(source, V1DetectionSource) != is_v1 for source in sources):
+        raise ValueError(f"v1detection data trains VisionLLM v1 checkpoints, and only they take it (stage '{stage}' "
+                         f"is for {STAGES[stage].model_type} models)")
+
+
+def read_data(options: "VisionLLMTrainArguments") -> tuple[list, list[float]]:
+    """Checks the stage and `--model`, then reads and checks every `--data` spec: all before any model loads."""
+    check_stage(options.stage)
+    check_model_reference(options.model)
+    sources, ratios = zip(*(parse_data_spec(spec) for spec in options.data))
+    check_sources_fit_stage(sources, options.stage)
+    return list(sources), list(ratios)
 
 
 def make_parser() -> HfArgumentParser:
@@ -125,15 +202,11 @@ def train(argv: list[str]) -> Path:
     training_args.per_device_train_batch_size = 1  # each dataset item is already one device batch
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed below, with our card
 
-    model, processor, collator = load_for_training(options)
-    sources, ratios = zip(*(parse_data_spec(spec) for spec in options.data))
-    is_v1 = model.config.model_type == "visionllm_v1"
-    if any(isinstance(source, V1DetectionSource) != is_v1 for source in sources):
-        raise ValueError("v1detection data trains VisionLLM v1 checkpoints, and only they take it")
+    sources, ratios = read_data(options)
     dataset = MixedTaskDataset(
-        list(sources), list(ratios), batch_size=group_batch_size, length=options.samples_per_epoch,
-        seed=training_args.seed,
+        sources, ratios, batch_size=group_batch_size, length=options.samples_per_epoch, seed=training_args.seed,
     )
+    model, processor, collator = load_for_training(options)
     model = apply_stage(model, options.stage)
     preset = STAGES[options.stage]
     started = time.time()
@@ -201,4 +274,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["VisionLLMTrainArguments", "main", "parse_data_spec", "save_final", "shipped_deepspeed_config", "train"]
+__all__ = [
+    "VisionLLMTrainArguments",
+    "check_model_reference",
+    "check_stage",
+    "main",
+    "parse_data_spec",
+    "read_data",
+    "save_final",
+    "shipped_deepspeed_config",
+    "split_data_spec",
+    "train",
+]
