@@ -13,6 +13,8 @@ from visionllm_hf.builder.v1 import build_tiny_v1
 
 from .helpers import ScriptedTokens, random_image
 
+GOOD_IMAGE = random_image(40, 40, seed=9)
+
 
 def beam_batch(processor):
     """Two samples: a wide image (2 local tiles + global view) and a square one (1 + 1), each with a region."""
@@ -284,3 +286,101 @@ def test_model_input_names_are_what_the_processor_returns(tiny, tiny_plain, tiny
         assert set(inputs) == set(processor.model_input_names)
     inputs = v1_inputs(tiny_v1[1])
     assert set(inputs) == set(tiny_v1[1].model_input_names)
+
+
+# --- found by running transformers' own common suites against these classes ------------------------------
+
+
+def test_assisted_generation_with_images_is_refused_in_words(tiny_plain):
+    model, processor = tiny_plain
+    inputs, _ = beam_batch(processor)
+    with pytest.raises(ValueError, match="assistant model never sees the pixel_values"):
+        model.generate(**inputs, assistant_model=model, max_new_tokens=2)
+
+
+def test_beam_search_from_inputs_embeds_alone(tiny_plain):
+    model, processor = tiny_plain
+    inputs, _ = beam_batch(processor)
+    by_embeds = {key: value for key, value in inputs.items() if key != "input_ids"}
+    options = {"num_beams": 2, "max_new_tokens": 3, "min_new_tokens": 3, "do_sample": False}
+    with torch.no_grad():
+        expected = model.generate(**inputs, **options)[:, inputs["input_ids"].shape[1]:]
+        generated = model.generate(inputs_embeds=model.get_input_embeddings()(inputs["input_ids"]), **by_embeds, **options)
+    assert torch.equal(generated, expected)
+
+
+def test_processor_rescale_factor_may_leave_the_unit_range(tiny):
+    _, processor = tiny
+    image = random_image(40, 70, seed=3)
+    raw = processor(images=[image], text=["<image> a"], do_normalize=False)["pixel_values"]
+    doubled = processor(images=[image], text=["<image> a"], do_normalize=False, rescale_factor=2 / 255)["pixel_values"]
+    torch.testing.assert_close(doubled, 2 * raw, atol=1e-5, rtol=0)
+
+
+def test_images_load_from_urls(tiny, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    from PIL import Image
+
+    image = random_image(30, 50, seed=4)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/photo.png"
+        from_url = tiny[1](images=[url], text=["<image> a"])["pixel_values"]
+        with pytest.raises(ValueError, match="could not fetch the image at"):
+            tiny[1](images=[url.replace("photo", "missing")], text=["<image> a"])
+    finally:
+        server.shutdown()
+    torch.testing.assert_close(from_url, tiny[1](images=[image], text=["<image> a"])["pixel_values"])
+
+
+class FavourPlaceholders:
+    """A logits processor that pushes the placeholder tokens far above everything else."""
+
+    def __init__(self, ids):
+        self.ids = ids
+
+    def __call__(self, input_ids, scores):
+        scores = scores.clone()
+        scores[:, self.ids] += 1e4
+        return scores
+
+
+def test_placeholder_tokens_are_never_generated(either_tiny):
+    model, processor = either_tiny
+    placeholders = model.config.placeholder_token_ids()
+    inputs = processor(images=[GOOD_IMAGE], text=["<image> What is <region>?"], regions=[[{"box": [1, 1, 9, 9]}]])
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=4, logits_processor=[FavourPlaceholders(placeholders)],
+                             do_sample=False, use_cache=False)
+    sequences = out if torch.is_tensor(out) else out.sequences
+    new = sequences[:, inputs["input_ids"].shape[1]:]
+    assert not torch.isin(new, torch.tensor([model.config.image_token_id, model.config.region_token_id])).any()
+
+
+def test_v1_base_model_is_the_model_without_head(tiny_v1):
+    model, _ = tiny_v1
+    assert type(model.base_model).__name__ == "VisionLLMv1Model"
+    assert "lm_head" not in dict(model.base_model.named_children())
+
+
+def test_past_key_values_warns_where_transformers_renamed_it(tiny_plain):
+    from transformers.cache_utils import DynamicCache
+
+    from visionllm_hf.modeling.transformers_compat import CACHE_NAME
+
+    model, processor = tiny_plain
+    inputs = processor(text=["hello"])
+    cache = DynamicCache(config=model.config.text_config)
+    with torch.no_grad():
+        if CACHE_NAME == "cache":
+            with pytest.warns(FutureWarning, match="pass the KV cache as `cache`"):
+                model(**inputs, past_key_values=cache, use_cache=True)
+        else:
+            model(**inputs, past_key_values=cache, use_cache=True)  # the current name: no notice
+            assert cache.get_seq_length() == inputs["input_ids"].shape[1]

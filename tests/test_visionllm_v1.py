@@ -58,17 +58,17 @@ def test_parallel_decoding_equals_decoding_each_slot_alone(tiny_v1):
     with torch.no_grad():
         parallel = model.decode_objects(**inputs, num_fields=5).logits
         image_embeddings, _, _ = model.encode_images(inputs["pixel_values"], inputs["prompt_input_ids"], inputs["prompt_attention_mask"])
-        prefix = model._prompt_embeddings(inputs["input_ids"], image_embeddings)
+        prefix = model.model.prompt_embeddings(inputs["input_ids"], image_embeddings)
         mask = inputs["attention_mask"]
         prompt_positions = (mask.cumsum(-1) - 1).clamp_min(0)
         cache = DynamicCache(config=model.config.text_config)
-        model.language_model(inputs_embeds=prefix, attention_mask=mask, position_ids=prompt_positions, use_cache=True, **cache_argument(cache))
+        model.model.language_model(inputs_embeds=prefix, attention_mask=mask, position_ids=prompt_positions, use_cache=True, **cache_argument(cache))
         length = prefix.shape[1]
         queries = model.get_input_embeddings()(torch.tensor(format_query_ids(model.config, 5)))
         start = mask.sum(-1, keepdim=True)
         for slot in range(image_embeddings.shape[1]):
             embeds = queries[None] + image_embeddings[:, slot, None]
-            hidden = model.language_model(
+            hidden = model.model.language_model(
                 inputs_embeds=embeds, attention_mask=torch.cat([mask, torch.ones(len(mask), 5, dtype=mask.dtype)], 1),
                 position_ids=start + torch.arange(5), use_cache=True, **cache_argument(cache),
             ).last_hidden_state
@@ -218,7 +218,7 @@ def test_cli_fine_tunes_a_v1_checkpoint_on_coco_data(tmp_path):
     losses = [e["loss"] for e in json.loads((output / "checkpoint-3" / "trainer_state.json").read_text())["log_history"] if "loss" in e]
     assert len(losses) == 3 and all(loss > 0 for loss in losses)
     before, after = load_file(base / "model.safetensors"), load_file(output / "model.safetensors")  # merged
-    changed = {key.split(".")[0] for key in before if not torch.equal(before[key], after[key])}
+    changed = {key.split(".")[1] for key in before if key.startswith("model.") and not torch.equal(before[key], after[key])}
     assert {"image_tokenizer", "projector", "language_model"} <= changed
     assert type(AutoModel.from_pretrained(output)).__name__ == "VisionLLMv1ForConditionalGeneration"
     assert "language-guided deformable_detr" in (output / "README.md").read_text()

@@ -64,9 +64,9 @@ def count_parameters(model: VisionLLMForConditionalGeneration) -> dict[str, int]
 
     if model.config.model_type == "visionllm_v1":
         counts = {
-            "image_tokenizer": count(model.image_tokenizer),
-            "projector": count(model.projector) + count(model.location_embedding),
-            "llm": count(model.language_model) + count(model.lm_head),
+            "image_tokenizer": count(model.model.image_tokenizer),
+            "projector": count(model.model.projector) + count(model.model.location_embedding),
+            "llm": count(model.model.language_model) + count(model.lm_head),
         }
         return {**counts, "total": sum(counts.values())}
     llm = count(model.model.language_model)
@@ -123,6 +123,7 @@ def set_generation_tokens(model: VisionLLMForConditionalGeneration, tokenizer: P
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.config.text_config.pad_token_id = tokenizer.pad_token_id  # padding-free training reads it
 
 
 __all__ = [

@@ -45,7 +45,7 @@ def load_image(image, rescale_factor: float = 1 / 255) -> torch.Tensor:
     """
     Turn one image into a float tensor of shape (3, height, width) with values in [0, 1].
 
-    Accepts a file path, a PIL image (any mode: 16-bit and 32-bit integer images are scaled from 0..65535, float
+    Accepts a file path or http(s) URL, a PIL image (any mode: 16-bit and 32-bit integer images are scaled from 0..65535, float
     `F` images must hold values in [0, 1]), a numpy array (HWC or HW) or a torch tensor (CHW or HW). Arrays and
     tensors hold uint8 (or other integers in 0..255), uint16 (0..65535) or floats in [0, 1]. Grayscale, RGBA and
     other colour modes are converted to RGB. 8-bit values are multiplied by `rescale_factor` (1 / 255 maps them
@@ -56,7 +56,9 @@ def load_image(image, rescale_factor: float = 1 / 255) -> torch.Tensor:
         ValueError: for an unreadable file, a wrong number of dimensions or channels, zero pixels, more than
             `MAX_PIXELS` pixels, non-finite values (NaN, inf), or values outside the range their type allows.
     """
-    if isinstance(image, (str, os.PathLike)):
+    if isinstance(image, str) and image.startswith(("http://", "https://")):
+        image = _fetch_image(image)
+    elif isinstance(image, (str, os.PathLike)):
         image = _open_image_file(Path(image))
     if isinstance(image, Image.Image):
         _check_size(image.height, image.width, f"{image.width}x{image.height} {image.mode} image")
@@ -111,6 +113,16 @@ def _pil_to_unit_rgb(image: Image.Image, rescale_factor: float) -> torch.Tensor:
         raise ValueError(f"a PIL image of mode {image.mode} cannot be converted to RGB ({error})") from None
     pixels = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
     return pixels.float() * rescale_factor
+
+
+def _fetch_image(url: str) -> Image.Image:
+    """An image from a URL, fetched by transformers' own loader (chat messages may name images by `url`)."""
+    from transformers.image_utils import load_image as fetch
+
+    try:
+        return fetch(url)
+    except Exception as error:  # network, HTTP status or decoding: all mean the same to the user
+        raise ValueError(f"could not fetch the image at {url}: {error}") from None
 
 
 def _open_image_file(path: Path) -> Image.Image:
@@ -323,16 +335,21 @@ class VisionLLMImageProcessor(BaseImageProcessor):
         Tile one image or a (possibly nested) list of images; see the class docstring for the output. Keyword
         arguments are the per-call options of [`VisionLLMImagesKwargs`].
         """
-        options = self._call_options(kwargs)
         flat_images = flatten_images(images)
         if not flat_images:
             raise ValueError("no images given")
+        loaded = [self.load(image, **kwargs) for image in flat_images]
+        return self.tile_loaded(loaded, return_tensors=return_tensors, **kwargs)
+
+    def tile_loaded(self, images: list[torch.Tensor], return_tensors: str | None = "pt", **kwargs) -> BatchFeature:
+        """`preprocess` for images already loaded by `load` (with the same options), as the processor does."""
+        options = self._call_options(kwargs)
         grids = self.grids_within(options.get("min_tiles", self.min_tiles), options.get("max_tiles", self.max_tiles))
         normalise = options.get("do_normalize", True)
         mean, std = (options.get("image_mean"), options.get("image_std")) if normalise else (False, False)
         all_tiles, image_grids = [], []
-        for image in flat_images:
-            tiles, grid = self.tile(self.load(image, **options), grids, mean, std)
+        for image in images:
+            tiles, grid = self.tile(image, grids, mean, std)
             all_tiles.append(tiles)
             image_grids.append(list(grid))
         data = {"pixel_values": torch.cat(all_tiles), "image_grids": torch.tensor(image_grids, dtype=torch.long)}

@@ -563,7 +563,16 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
         max_positions = self.config.max_text_positions()
         if max_positions is not None and (input_ids is None or input_ids.shape[-1] <= max_positions):
             warn_past_positions(total, max_positions, "the prompt plus max_new_tokens")
+        if kwargs.get("assistant_model") is not None and kwargs.get("pixel_values") is not None:
+            raise ValueError(
+                "assisted generation (assistant_model) with images is not supported: the assistant model never "
+                "sees the pixel_values; generate without assistant_model"
+            )
+        placeholders = self.config.placeholder_token_ids()  # filled by the processor, never generated
         if self.model.super_link is None:
+            config = kwargs.get("generation_config") or self.generation_config
+            suppressed = kwargs.get("suppress_tokens", config.suppress_tokens) or []
+            kwargs["suppress_tokens"] = sorted({*suppressed, *placeholders})
             return super().generate(*args, **kwargs)
         return generate_with_super_link(self, *args, **kwargs)
 
@@ -575,7 +584,8 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
         per_image = {}
         if expand_size > 1 and model_kwargs.get("pixel_values") is not None:
             per_image = {key: model_kwargs.pop(key) for key in PER_IMAGE_INPUTS if key in model_kwargs}
-            token_ids = input_ids if input_ids is not None else self.model.special_token_ids(model_kwargs["inputs_embeds"])
+            has_ids = input_ids is not None and input_ids.shape[-1] > 0  # generate passes (batch, 0) with embeddings
+            token_ids = input_ids if has_ids else self.model.special_token_ids(model_kwargs["inputs_embeds"])
             per_image = expand_image_inputs(
                 per_image, token_ids, expand_size, image_token_id=self.config.image_token_id,
                 region_token_id=self.config.region_token_id, image_seq_length=self.config.image_seq_length,

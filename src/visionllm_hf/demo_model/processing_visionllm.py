@@ -101,7 +101,7 @@ class VisionLLMProcessor(ProcessorMixin):
             data.update(self._prepare_regions(regions, texts, images_per_sample, loaded_images))
         image_tokens_per_sample = [0] * len(texts)
         if loaded_images:
-            image_inputs = self.image_processor(loaded_images, return_tensors="pt", **images_kwargs)
+            image_inputs = self.image_processor.tile_loaded(loaded_images, return_tensors="pt", **images_kwargs)
             grids = iter(image_inputs["image_grids"].tolist())
             expanded = []
             for index, sample in enumerate(texts):
@@ -112,7 +112,8 @@ class VisionLLMProcessor(ProcessorMixin):
             texts = expanded
             data.update(image_inputs)
             if self.image_processor.decoder_image_size:
-                first_images = [loaded_images[start] if images else None for start, images in _starts(images_per_sample)]
+                # the decoders read the image at its standard scale, whatever the per-call rescaling of the tiles
+                first_images = [images[0] if images else None for images in images_per_sample]
                 data["decoder_pixel_values"] = self.image_processor.decoder_images(first_images)
 
         text_inputs = self.tokenizer(texts, return_tensors=return_tensors, **text_kwargs)
@@ -273,14 +274,6 @@ def _check_no_answer_tokens(content, turn: int, role: str):
                 f"message {turn} ({role}) types {typed}: routing tokens and {QUERY_TOKEN} belong to the model's "
                 "answers and would not be read as text; ask in words (e.g. 'detect the cars') or use a task prompt"
             )
-
-
-def _starts(images_per_sample: list[list]):
-    """(index of the sample's first image in the flat list, the sample's images) per sample."""
-    start = 0
-    for images in images_per_sample:
-        yield start, images
-        start += len(images)
 
 
 def _regions_per_image(regions, images_per_sample: list[list]) -> list[list]:

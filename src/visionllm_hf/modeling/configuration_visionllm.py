@@ -269,6 +269,11 @@ class VisionLLMConfig(PreTrainedConfig):
         """The positions the language model was built for (`max_position_embeddings`), if its config says."""
         return getattr(self.text_config, "max_position_embeddings", None)  # not every LM config declares it
 
+    def placeholder_token_ids(self) -> list[int]:
+        """Ids of `<image>`, `<region>` and `<query>`: positions the processor and the super link fill, never sampled."""
+        names = ("image", "region", "query")
+        return [token_id for name in names if (token_id := getattr(self, f"{name}_token_id")) is not None]
+
     def special_token_ids(self) -> list[int]:
         """Ids of the set special tokens whose positions the model locates: `<image>`, `<region>`, `<query>`, routing."""
         names = ("image", "region", "query", *DEFAULT_SUPER_LINK_QUERIES)

@@ -23,7 +23,12 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import BaseModelOutputWithPooling, CausalLMOutputWithPast, ModelOutput
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    BaseModelOutputWithPooling,
+    CausalLMOutputWithPast,
+    ModelOutput,
+)
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_visionllm_v1 import MAX_BOUNDARY_POINTS, VisionLLMv1Config
@@ -74,7 +79,7 @@ class VisionLLMv1ObjectOutput(ModelOutput):
 class VisionLLMv1PreTrainedModel(PreTrainedModel):
     config: VisionLLMv1Config
     config_class = VisionLLMv1Config
-    base_model_prefix = "language_model"  # the LLM without its head: the part a text-only checkpoint fills
+    base_model_prefix = "model"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _skip_keys_device_placement = ["past_key_values", "cache"]
@@ -88,11 +93,8 @@ class VisionLLMv1PreTrainedModel(PreTrainedModel):
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
 
-class VisionLLMv1ForConditionalGeneration(VisionLLMv1PreTrainedModel, GenerationMixin):
-    """The image tokenizer, the projector and the LLM with its head."""
-
-    _tied_weights_keys = {"lm_head.weight": "language_model.embed_tokens.weight"}
-    _tp_plan = {"lm_head": "colwise_gather_output"}
+class VisionLLMv1Model(VisionLLMv1PreTrainedModel):
+    """The language-guided image tokenizer, the projector and the LLM backbone, without the LM head."""
 
     def __init__(self, config: VisionLLMv1Config):
         super().__init__(config)
@@ -103,22 +105,13 @@ class VisionLLMv1ForConditionalGeneration(VisionLLMv1PreTrainedModel, Generation
         self.projector = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.location_embedding = nn.Linear(2, hidden)
         self.language_model = AutoModel.from_config(config.text_config)
-        self.lm_head = nn.Linear(hidden, config.text_config.vocab_size, bias=False)
         self.post_init()
-
-    def post_init(self):
-        super().post_init()
-        self.all_tied_weights_keys = self.get_expanded_tied_weights_keys(all_submodels=True)
-        self.tie_weights(recompute_mapping=False)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 
     def set_input_embeddings(self, value: nn.Module):
         self.language_model.set_input_embeddings(value)
-
-    def get_output_embeddings(self) -> nn.Module:
-        return self.lm_head
 
     def encode_images(self, pixel_values, prompt_input_ids, prompt_attention_mask):
         """`(image embeddings in the LLM width (b, M, h), locations (b, M, 2), objectness (b, M))`."""
@@ -139,7 +132,8 @@ class VisionLLMv1ForConditionalGeneration(VisionLLMv1PreTrainedModel, Generation
         embeddings = self.projector(states) + self.location_embedding(centres)
         return BaseModelOutputWithPooling(last_hidden_state=states, pooler_output=list(embeddings))
 
-    def _prompt_embeddings(self, input_ids, image_embeddings):
+    def prompt_embeddings(self, input_ids, image_embeddings):
+        """The prompt's token embeddings with the image tokens written into its `<image>` positions."""
         embeds = self.get_input_embeddings()(input_ids)
         return self._write_image_tokens(embeds, input_ids == self.config.image_token_id, image_embeddings)
 
@@ -151,6 +145,76 @@ class VisionLLMv1ForConditionalGeneration(VisionLLMv1PreTrainedModel, Generation
                 f"({image_embeddings.shape[1]} each); build inputs with the VisionLLM v1 processor"
             )
         return embeds.masked_scatter(is_image[..., None], image_embeddings.to(embeds.dtype))
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        prompt_input_ids: torch.LongTensor | None = None,
+        prompt_attention_mask: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        """The LLM's states over the prompt, its `<image>` positions filled with the language-guided image tokens."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+        embeddings = self.get_input_embeddings()
+        if inputs_embeds is None:
+            inputs_embeds, is_image = embeddings(input_ids), input_ids == self.config.image_token_id
+        else:  # located by their embedding, as transformers' get_placeholder_mask does
+            image_row = embeddings(torch.tensor(self.config.image_token_id, device=inputs_embeds.device))
+            is_image = (inputs_embeds == image_row.to(inputs_embeds.dtype)).all(-1)
+        if pixel_values is not None:
+            image_embeddings, _, _ = self.encode_images(pixel_values, prompt_input_ids, prompt_attention_mask)
+            inputs_embeds = self._write_image_tokens(inputs_embeds, is_image, image_embeddings)
+        return self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=use_cache,
+            return_dict=True,
+            **cache_argument(merge_cache_arguments(cache, past_key_values)),
+            **kwargs,
+        )
+
+
+class VisionLLMv1ForConditionalGeneration(VisionLLMv1PreTrainedModel, GenerationMixin):
+    """[`VisionLLMv1Model`] with the LM head: captioning and VQA through `generate`, objects through `decode_objects`."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+
+    def __init__(self, config: VisionLLMv1Config):
+        super().__init__(config)
+        self.model = VisionLLMv1Model(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def post_init(self):
+        super().post_init()
+        self.all_tied_weights_keys = self.get_expanded_tied_weights_keys(all_submodels=True)
+        self.tie_weights(recompute_mapping=False)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def encode_images(self, pixel_values, prompt_input_ids, prompt_attention_mask):
+        return self.model.encode_images(pixel_values, prompt_input_ids, prompt_attention_mask)
+
+    def get_image_features(self, pixel_values, prompt_input_ids, prompt_attention_mask, **kwargs):
+        return self.model.get_image_features(pixel_values, prompt_input_ids, prompt_attention_mask, **kwargs)
 
     @can_return_tuple
     def forward(
@@ -184,24 +248,17 @@ class VisionLLMv1ForConditionalGeneration(VisionLLMv1PreTrainedModel, Generation
                 input_ids, pixel_values, prompt_input_ids, prompt_attention_mask, attention_mask, num_fields, object_targets
             )
         loss_kwargs = {key: kwargs.pop(key) for key in LOSS_KWARGS if key in kwargs}
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids or inputs_embeds")
-        embeddings = self.get_input_embeddings()
-        if inputs_embeds is None:
-            inputs_embeds, is_image = embeddings(input_ids), input_ids == self.config.image_token_id
-        else:  # located by their embedding, as transformers' get_placeholder_mask does
-            image_row = embeddings(torch.tensor(self.config.image_token_id, device=inputs_embeds.device))
-            is_image = (inputs_embeds == image_row.to(inputs_embeds.dtype)).all(-1)
-        if pixel_values is not None:
-            image_embeddings, _, _ = self.encode_images(pixel_values, prompt_input_ids, prompt_attention_mask)
-            inputs_embeds = self._write_image_tokens(inputs_embeds, is_image, image_embeddings)
-        outputs = self.language_model(
-            inputs_embeds=inputs_embeds,
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            prompt_input_ids=prompt_input_ids,
+            prompt_attention_mask=prompt_attention_mask,
             attention_mask=attention_mask,
             position_ids=position_ids,
+            cache=merge_cache_arguments(cache, past_key_values),
+            inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             return_dict=True,
-            **cache_argument(merge_cache_arguments(cache, past_key_values)),
             **kwargs,
         )
         hidden = outputs.last_hidden_state
@@ -258,7 +315,7 @@ class VisionLLMv1ForConditionalGeneration(VisionLLMv1PreTrainedModel, Generation
                 (n, num_fields - 1) normalised coordinates (x1, y1, x2, y2, ...)}`; gives `loss`.
         """
         image_embeddings, locations, objectness = self.encode_images(pixel_values, prompt_input_ids, prompt_attention_mask)
-        prefix = self._prompt_embeddings(input_ids, image_embeddings)
+        prefix = self.model.prompt_embeddings(input_ids, image_embeddings)
         batch, length = input_ids.shape
         slots = image_embeddings.shape[1]
         queries = torch.tensor(format_query_ids(self.config, num_fields), device=input_ids.device)
@@ -267,7 +324,7 @@ class VisionLLMv1ForConditionalGeneration(VisionLLMv1PreTrainedModel, Generation
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         mask, positions = _slot_attention(attention_mask, slots, num_fields)
-        hidden = self.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
+        hidden = self.model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
         logits = self.lm_head(hidden[:, length:]).view(batch, slots, num_fields, -1)
         loss = None
         if object_targets is not None:
@@ -342,6 +399,7 @@ VisionLLMv1ForConditionalGeneration.register_for_auto_class("AutoModel")
 
 __all__ = [
     "VisionLLMv1ForConditionalGeneration",
+    "VisionLLMv1Model",
     "VisionLLMv1ObjectOutput",
     "VisionLLMv1PreTrainedModel",
     "decode_location",

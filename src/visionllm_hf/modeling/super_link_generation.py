@@ -130,6 +130,7 @@ def generate_with_super_link(
         processors.extend(logits_processor)
     super_link = model.model.super_link
     query_id = super_link.query_token_id
+    placeholders = model.config.placeholder_token_ids()
     eos_ids = torch.tensor(_as_list(config.eos_token_id), device=input_ids.device, dtype=torch.long)
     pad_id = config.pad_token_id if config.pad_token_id is not None else int(eos_ids[0]) if len(eos_ids) else 0
     prompt_length = input_ids.shape[1]
@@ -155,7 +156,7 @@ def generate_with_super_link(
 
     for step in range(max_new_tokens):
         scores = processors(sequence, next_logits.float())
-        scores[:, query_id] = -float("inf")  # queries are inserted, never sampled
+        scores[:, placeholders] = -float("inf")  # queries are inserted and images / regions filled, never sampled
         if len(eos_ids):
             scores[(sampled < min_new_tokens)[:, None] & _one_hot(eos_ids, scores)] = -float("inf")
         if config.output_scores:

@@ -7,6 +7,8 @@ later release removes them, so the code here speaks whichever name the installed
 This file ships with every checkpoint (``trust_remote_code``): it imports only transformers.
 """
 
+import warnings
+
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
 # What transformers' Trainer passes to a model's `forward` for its loss (`loss_function`), not for the LLM:
@@ -30,6 +32,9 @@ def merge_cache_arguments(cache, past_key_values):
     """One cache from the two names a `forward` may be called with (`generate` uses the release's own)."""
     if cache is not None and past_key_values is not None:
         raise ValueError("pass the KV cache as `cache` or as `past_key_values`, not both")
+    if past_key_values is not None and CACHE_NAME == "cache":  # as transformers' own models warn from 5.24
+        warnings.warn("`past_key_values` is deprecated since transformers 5.24: pass the KV cache as `cache`",
+                      FutureWarning, stacklevel=3)
     return cache if cache is not None else past_key_values
 
 

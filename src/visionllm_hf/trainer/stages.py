@@ -17,13 +17,13 @@ from ..processing.special_tokens import SPECIAL_TOKENS
 # VisionLLMv1ForConditionalGeneration (the first matching group wins, so the v1 backbone precedes its tokenizer)
 MODULE_GROUPS = {
     "vision_tower": ("model.vision_tower.",),
-    "projector": ("model.multi_modal_projector.", "projector.", "location_embedding."),
+    "projector": ("model.multi_modal_projector.", "model.projector.", "model.location_embedding."),
     "region_encoder": ("model.region_encoder.",),
-    "llm": ("model.language_model.", "lm_head.", "language_model."),
+    "llm": ("model.language_model.", "lm_head."),
     "super_link": ("model.super_link.",),
     "decoders": ("decoders.",),
-    "image_backbone": ("image_tokenizer.detector.backbone.backbone.",),
-    "image_tokenizer": ("image_tokenizer.",),
+    "image_backbone": ("model.image_tokenizer.detector.backbone.backbone.",),
+    "image_tokenizer": ("model.image_tokenizer.",),
 }
 V2_GROUPS = ("vision_tower", "projector", "region_encoder", "llm", "super_link", "decoders")
 LLM_LINEAR_LAYERS = r".*language_model\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
