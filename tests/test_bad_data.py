@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from visionllm_hf.builder import build_tiny
 from visionllm_hf.cli import main
 from visionllm_hf.synthetic import write_dataset
 from visionllm_hf.trainer import train as train_module
@@ -223,11 +224,13 @@ def no_model_load(monkeypatch):
     monkeypatch.setattr(train_module, "load_for_training", fail)
 
 
+TINY_CONFIG = build_tiny(seed=0)[0].config
+
+
 @pytest.fixture
 def checkpoint(tmp_path) -> Path:
     folder = tmp_path / "base"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")  # never read: the model is not loaded in these tests
+    TINY_CONFIG.save_pretrained(folder)  # the config is read before any data; the model is never loaded here
     return folder
 
 

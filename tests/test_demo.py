@@ -8,7 +8,7 @@ from visionllm_hf.demo import run_demo, tasks_for
 def test_demo_runs_every_task_and_writes_pictures_and_json(tiny_checkpoint, tmp_path, capsys):
     results = run_demo(tmp_path, model_path=tiny_checkpoint, max_new_tokens=6, num_scenes=1, photos=False)
     assert json.loads((tmp_path / "results.json").read_text()) == results
-    assert {row["task"] for row in results} == {task["task"] for task in tasks_for({"expression": "the x", "kind": "circle", "box": [0, 0, 1, 1], "point": [0, 0]})}
+    assert {row["task"] for row in results} == {task["name"] for task in tasks_for({"expression": "the x", "kind": "circle", "box": [0, 0, 1, 1], "point": [0, 0]})}
     for row in results:
         picture = Image.open(tmp_path / row["picture"])
         assert picture.size == (128, 128)
@@ -45,17 +45,3 @@ def test_shipped_demo_model_is_small_enough_to_ship():
     from visionllm_hf.demo import DEMO_MODEL
 
     assert (DEMO_MODEL / "model.safetensors").stat().st_size <= 20 * 1024 * 1024
-
-
-def test_demo_pictures_drop_duplicate_and_unsure_detections():
-    from visionllm_hf.demo import _shown_objects
-
-    objects = [
-        {"label": "circle", "routing": "[DET]", "score": 0.6, "box": [0, 0, 10, 10]},
-        {"label": "circle", "routing": "[DET]", "score": 0.5, "box": [1, 0, 10, 10]},  # the same circle again
-        {"label": "circle", "routing": "[DET]", "score": 0.4, "box": [50, 50, 60, 60]},
-        {"label": "circle", "routing": "[DET]", "score": 0.1, "box": [80, 80, 90, 90]},  # unsure
-        {"label": "the ball", "routing": "<LOC>", "score": 0.05, "box": [5, 5, 9, 9]},  # one answer: always shown
-    ]
-    shown = _shown_objects(objects, keep=3)
-    assert [o["score"] for o in shown] == [0.6, 0.4, 0.05]

@@ -38,6 +38,9 @@ FLAT_CODE_FILES = {
     "transformers_compat.py",
     "image_layout.py",
     "input_checks.py",
+    "answer_forcing.py",
+    "tasks.py",
+    "templates.py",
 }
 
 

@@ -73,19 +73,24 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    """Reads and checks the data, then scores the model; the metrics go next to the data (or to --out)."""
     import json
 
     from transformers import AutoModel, AutoProcessor
 
-    from .evaluation import Evaluator, format_table
+    from .evaluation import EvaluationData, Evaluator, format_table
 
+    data = EvaluationData(args.data if len(args.data) > 1 else args.data[0], max_images=args.max_images)
+    out = Path(args.out) if args.out else data.default_output()
+    if not args.out and Path(args.model).is_dir() and out.resolve().parent == Path(args.model).resolve():
+        raise SystemExit(f"the data lies in the model folder {args.model}: give --out FILE for the metrics")
     model = AutoModel.from_pretrained(args.model, trust_remote_code=True)
     processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
-    metrics = Evaluator(model, processor, args.data, max_images=args.max_images, batch_size=args.batch_size).run()
-    print(format_table(metrics))
-    out = Path(args.out) if args.out else Path(args.model) / "eval_results.json"
+    evaluator = Evaluator(model, processor, data, batch_size=args.batch_size)
+    metrics = evaluator.run()
+    print(format_table(metrics, evaluator.not_scored))
     out.write_text(json.dumps(metrics, indent=2))
-    print(f"written to {out}")
+    print(f"metrics written to {out}")
     return 0
 
 
@@ -95,6 +100,23 @@ def synth(args: argparse.Namespace) -> int:
     paths = write_dataset(args.out, num_images=args.num_images, seed=args.seed, size=args.size)
     print(f"wrote {args.num_images} scenes to {paths['root']}: " + ", ".join(p.name for k, p in paths.items() if k != "root"))
     return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    """Runs a checkpoint over your images; the exit code is 1 when any image failed (see errors.jsonl)."""
+    from .prediction import GenerationSettings, run_prediction
+
+    settings = GenerationSettings(args.max_tiles, args.max_new_tokens, args.threshold, args.nms_threshold)
+    categories = [name.strip() for name in args.categories.split(",") if name.strip()] if args.categories else None
+    try:
+        return run_prediction(
+            args.model, args.inputs, args.task, args.out, images=args.images, image_column=args.image_column,
+            split=args.split, categories=categories, expression=args.expression, prompt=args.prompt,
+            batch_size=args.batch_size, settings=settings, dtype=args.dtype, device=args.device,
+            resume=args.resume, save_images=args.save_images,
+        )
+    except ValueError as error:  # the inputs or options as a whole (an image's own problem goes to errors.jsonl)
+        raise SystemExit(f"visionllm-hf predict: {error}") from None
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -125,13 +147,45 @@ def make_parser() -> argparse.ArgumentParser:
     synth_parser.add_argument("--size", type=int, default=128)
     synth_parser.set_defaults(handler=synth)
 
-    eval_parser = commands.add_parser("eval", help="score a checkpoint on an evaluation folder")
+    eval_parser = commands.add_parser("eval", help="score a checkpoint on your data (a folder or --data specs)")
     eval_parser.add_argument("--model", required=True)
-    eval_parser.add_argument("--data", required=True, help="folder with images/, instances.json, referring.jsonl, ...")
-    eval_parser.add_argument("--max-images", type=int)
+    eval_parser.add_argument(
+        "--data", required=True, nargs="+",
+        help="a folder (instances.json, captions.json, conversations.json, referring.jsonl, images/), or one or more "
+        "FORMAT=PATH[,images=DIR][,task=TASK] with FORMAT coco, referring or conversation",
+    )
+    eval_parser.add_argument("--max-images", type=int, help="only the first images of each file")
     eval_parser.add_argument("--batch-size", type=int, default=8)
-    eval_parser.add_argument("--out", help="JSON file for the metrics (default: MODEL/eval_results.json)")
+    eval_parser.add_argument("--out", help="JSON file for the metrics (default: eval_results.json next to the data)")
     eval_parser.set_defaults(handler=evaluate)
+
+    from .processing.tasks import TASKS
+
+    predict_parser = commands.add_parser("predict", help="run a checkpoint over your images, on one machine or many")
+    predict_parser.add_argument("--model", required=True, help="checkpoint folder or hub id")
+    predict_parser.add_argument(
+        "--inputs", required=True,
+        help="a folder or glob of images, a COCO .json, a .jsonl of {image, prompt, regions, categories, expression} "
+        "records, or a datasets dataset (a save_to_disk folder or a hub name)",
+    )
+    predict_parser.add_argument("--task", required=True, type=lambda task: task.replace("-", "_"), choices=list(TASKS))
+    predict_parser.add_argument("--out", required=True, help="folder for predictions.jsonl, errors.jsonl, ...")
+    predict_parser.add_argument("--images", help="folder the image paths of a COCO / JSON-lines file start from")
+    predict_parser.add_argument("--image-column", default="image", help="the dataset column holding the images")
+    predict_parser.add_argument("--split", help="the dataset split")
+    predict_parser.add_argument("--categories", help="comma-separated names to find (default: a COCO input's)")
+    predict_parser.add_argument("--expression", help="what grounding / referring_segmentation find")
+    predict_parser.add_argument("--prompt", help="the question of vqa / prompt")
+    predict_parser.add_argument("--batch-size", type=int, default=8)
+    predict_parser.add_argument("--max-tiles", type=int, help="visual-token budget per image (the processor's default)")
+    predict_parser.add_argument("--max-new-tokens", type=int, default=64)
+    predict_parser.add_argument("--threshold", type=float, default=0.3, help="[DET] / [POSE] score threshold")
+    predict_parser.add_argument("--nms-threshold", type=float, default=0.5, help="NMS IoU (1 keeps every candidate)")
+    predict_parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
+    predict_parser.add_argument("--device", help="default: cuda (this process's GPU) if available, else cpu")
+    predict_parser.add_argument("--resume", action="store_true", help="skip the images already in --out")
+    predict_parser.add_argument("--save-images", action="store_true", help="draw the answers under --out/images/")
+    predict_parser.set_defaults(handler=predict)
 
     commands.add_parser("train", help="fine-tune on your data (see `visionllm-hf train --help`)")
     return parser

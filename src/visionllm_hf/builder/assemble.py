@@ -33,6 +33,7 @@ def assemble_from_pretrained(
     language_source = AutoModelForCausalLM.from_pretrained(llm)
     config = make_config(vision_config, language_source.config, **token_ids, **config_fields)
     model = VisionLLMForConditionalGeneration(config)
+    model.config.training_history = ["pretrained-parts"]  # `visionllm-hf train` continues from it
 
     is_dual_encoder = vision_config is not vision_source.config  # CLIP/SigLIP with a text half: keep the vision half
     vision_weights = (vision_source.vision_model if is_dual_encoder else vision_source).state_dict()

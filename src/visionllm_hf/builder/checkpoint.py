@@ -100,6 +100,7 @@ def build_tiny(
     )
     torch.manual_seed(seed)
     model = VisionLLMForConditionalGeneration(config)
+    model.config.training_history = ["random-init"]  # `visionllm-hf train` continues from it
     set_generation_tokens(model, tokenizer)
     return model, build_processor(config, tokenizer)
 
@@ -114,6 +115,7 @@ def build_demo(seed: int = 0) -> tuple[VisionLLMForConditionalGeneration, Vision
     config = demo_config(add_special_tokens(tokenizer), vocab_size=len(tokenizer), keypoint_names=list(KEYPOINTS))
     torch.manual_seed(seed)
     model = VisionLLMForConditionalGeneration(config)
+    model.config.training_history = ["random-init"]  # `visionllm-hf train` continues from it
     set_generation_tokens(model, tokenizer)
     return model, build_processor(config, tokenizer)
 

@@ -75,6 +75,7 @@ def build_tiny_v1(seed: int = 0, **config_fields) -> tuple[VisionLLMv1ForConditi
     config = tiny_v1_config(token_ids, vocab_size=len(tokenizer), **config_fields)
     torch.manual_seed(seed)
     model = VisionLLMv1ForConditionalGeneration(config)
+    model.config.training_history = ["random-init"]  # `visionllm-hf train` continues from it
     set_generation_tokens(model, tokenizer)
     return model, build_v1_processor(config, tokenizer)
 

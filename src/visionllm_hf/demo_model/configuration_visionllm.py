@@ -131,6 +131,10 @@ class VisionLLMConfig(PreTrainedConfig):
             Id of `<query>`, the placeholder each super-link query takes in the sequence.
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
             Whether the LM head shares its weight with the input embeddings.
+        training_history (`list[str]`, *optional*):
+            How the weights came to be, in order: `"random-init"` (a preset build) or `"pretrained-parts"`
+            (assembled from pretrained checkpoints), then every `visionllm-hf train` stage run on them.
+            `visionllm-hf train` picks the stage to continue with from it.
 
     Example:
 
@@ -204,6 +208,7 @@ class VisionLLMConfig(PreTrainedConfig):
     loc_token_id: int | None = None
     query_token_id: int | None = None
     tie_word_embeddings: bool = False
+    training_history: list[str] | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

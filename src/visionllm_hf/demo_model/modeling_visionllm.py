@@ -21,6 +21,7 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration_visionllm import VisionLLMConfig
 from .decoders import build_decoders, build_super_link, decoder_losses, run_decoders, visual_prompts_by_row
+from .answer_forcing import generate_kwargs_with_forced_answers
 from .image_layout import PER_IMAGE_INPUTS, expand_image_inputs, tiles_per_image
 from .input_checks import check_left_padding, generation_length, warn_past_positions, weights_file_errors
 from .region_encoders import RegionGPTRegionEncoder, VisionLLMV2RegionEncoder
@@ -555,10 +556,13 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
         Plain transformers generation for a chat model; with decoders, generation that runs them on every
         routing token (see `super_link_generation.py`) and returns a `VisionLLMGenerateOutput` with
         `sequences` and per-sample `results` (only `sequences` with `return_dict_in_generate=False`).
-        Batches must be padded on the left (the processor's default); a right-padded batch raises.
+        Batches must be padded on the left (the processor's default); a right-padded batch raises. The
+        processor's `forced_answer_ids` (a perception `task`) make each row give its task's answer structure.
         """
         input_ids = kwargs.get("input_ids", args[0] if args and torch.is_tensor(args[0]) else None)
         check_left_padding(kwargs.get("attention_mask"))
+        eos = (kwargs.get("generation_config") or self.generation_config).eos_token_id
+        kwargs = generate_kwargs_with_forced_answers(kwargs, eos[0] if isinstance(eos, (list, tuple)) else eos)
         total = generation_length(input_ids, kwargs, self.generation_config)
         max_positions = self.config.max_text_positions()
         if max_positions is not None and (input_ids is None or input_ids.shape[-1] <= max_positions):

@@ -1,7 +1,9 @@
-"""Run a checkpoint over an evaluation folder and score every task.
+"""Run a checkpoint over evaluation data and score every task the data and the model support.
 
-The folder holds what `visionllm-hf synth` (or a user) writes: `images/`, `instances.json` (COCO, with masks and
-keypoints), `captions.json`, `conversations.json` and `referring.jsonl`.
+The data is what `visionllm-hf train` takes (see `data.py`): a folder with the files `visionllm-hf synth` writes,
+or `FORMAT=PATH[,images=DIR][,task=TASK]` specs of `coco`, `referring` and `conversation` files of any name. Every
+file is read and checked before the model runs. A metric that cannot be scored (no data for it, no decoder for
+it) is left out of `run()`'s result and its reason kept in `Evaluator.not_scored`.
 
 Perception tasks give the model the answer's structure, as VisionLLM v2 evaluates them: detection asks every
 category and forces the answer `c1 [DET], c2 [DET], ...`, pose forces `c [POSE]` for each category in the image,
@@ -10,17 +12,15 @@ decoder) and RES `<expression> [SEG]`; the queries, KV cache and decoders then r
 exactly as in free generation. Text tasks (counting, captions, region classification) generate freely.
 """
 
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
-from pycocotools import mask as coco_mask
-from pycocotools.coco import COCO
 from tqdm.auto import tqdm
 
+from ..data_formats import decode_mask
+from ..modeling.configuration_visionllm import COCO_KEYPOINTS
 from ..processing.templates import parse_category_answer, region_classification_prompt
 from ..trainer.data import DETECTION_TEMPLATES, INTERACTIVE_TEMPLATES, POSE_TEMPLATES, REC_TEMPLATES, RES_TEMPLATES
+from .data import CocoData, EvaluationData, encode_mask
 from .forcing import forced_generation_kwargs
 from .metrics import (
     accuracy,
@@ -39,27 +39,54 @@ GOALS = {
     "region classification accuracy": 0.9,
     "counting exact match": 0.8,
 }
+DETECTION_METRICS = ("detection AP", "detection AP50")
+MASK_METRICS = ("mask AP", "mask AP50")
+KEYPOINT_METRICS = ("keypoint AP", "keypoint AP50")
+CAPTION_METRICS = ("caption BLEU-4", "caption CIDEr")
+NO_COUNTING = ("no counting question: tag conversations \"task\": \"counting\", or ask 'how many' with a whole "
+               "number as the answer")
 
 
 class Evaluator:
     """
     Arguments:
         model, processor: the checkpoint to evaluate.
-        root (`str`): the evaluation folder.
-        max_images (`int`, *optional*): evaluate on the first images only.
+        data (`str`, `list[str]` or `EvaluationData`):
+            the evaluation folder (`instances.json`, `captions.json`, `conversations.json`, `referring.jsonl`,
+            `images/`: those present), or `FORMAT=PATH[,images=DIR][,task=TASK]` specs (`coco`, `referring`,
+            `conversation`), as `visionllm-hf train --data` takes them; read and checked here, before the model
+            runs.
+        max_images (`int`, *optional*): evaluate on the first images of each file only (when `data` is not read
+            yet).
         batch_size (`int`, defaults to 8): samples per `generate` call.
-        keypoint_sigma (`float`, defaults to 0.05): OKS sigma for every keypoint of non-COCO categories.
+        keypoint_sigma (`float`, defaults to 0.05): OKS sigma for every keypoint of other than the 17 COCO ones.
+
+    After `run()`, `not_scored` maps each metric that could not be scored (and pose categories skipped) to why.
+
+    ```python
+    >>> evaluator = Evaluator(model, processor, ["coco=val.json,images=val/", "referring=refs.jsonl,images=val/"])
+    >>> metrics = evaluator.run()  # {"detection AP": ..., "REC P@0.5": ...}
+    >>> print(format_table(metrics, evaluator.not_scored))
+    ```
     """
 
-    def __init__(self, model, processor, root: str, max_images: int | None = None, batch_size: int = 8,
+    def __init__(self, model, processor, data, max_images: int | None = None, batch_size: int = 8,
                  keypoint_sigma: float = 0.05, progress: bool = True):
         self.model, self.processor = model.eval(), processor
-        self.root = Path(root)
-        self.coco = _quiet_coco(self.root / "instances.json")
-        self.image_ids = sorted(self.coco.getImgIds())[:max_images]
+        self.data = data if isinstance(data, EvaluationData) else EvaluationData(data, max_images)
         self.batch_size = batch_size
         self.keypoint_sigma = keypoint_sigma
         self.progress = progress
+        self.not_scored: dict[str, str] = {}
+
+    def _skip(self, names: tuple, reason: str) -> dict:
+        for name in names:
+            self.not_scored[name] = reason
+        return {}
+
+    @property
+    def decoders(self) -> set[str]:
+        return set((self.model.config.routing_decoders or {}).values())
 
     # --- generation helpers ------------------------------------------------------------------------------
     def _prompt(self, question: str, images: int = 1) -> str:
@@ -87,47 +114,79 @@ class Evaluator:
                 texts = self.processor.post_process_image_text_to_text(generated[:, inputs["input_ids"].shape[1]:])
                 outputs += [{"text": text, "objects": []} for text in texts]
             else:
-                outputs += self.processor.post_process_generation(generated, target_sizes=sizes)
+                # every candidate, for COCO AP (the defaults keep what a person would draw)
+                outputs += self.processor.post_process_generation(
+                    generated, target_sizes=sizes, threshold=0.0, nms_threshold=None
+                )
         return outputs
-
-    def _image(self, image_id: int) -> dict:
-        info = self.coco.loadImgs(image_id)[0]
-        return {"image": str(self.root / "images" / info["file_name"]), "height": info["height"],
-                "width": info["width"], "image_id": image_id}
 
     # --- tasks -------------------------------------------------------------------------------------------
     def detection(self) -> dict[str, float]:
-        categories = self.coco.loadCats(self.coco.getCatIds())
+        """Box AP from the COCO file read for detection; mask AP from the one read for instance segmentation."""
+        if "object" not in self.decoders:
+            return self._skip(DETECTION_METRICS + MASK_METRICS, "the model has no object decoder ([DET])")
+        metrics, detected = {}, {}
+        for task, names, iou_type in (("detection", DETECTION_METRICS, "bbox"),
+                                      ("instance_segmentation", MASK_METRICS, "segm")):
+            data = self.data.coco.get(task)
+            if data is None:
+                self._skip(names, self.data.coco_skipped.get(task, "no COCO instances file (coco=FILE,images=DIR)"))
+                continue
+            if not data.coco.anns:
+                self._skip(names, f"{data.spec.path.name}: no annotation in the evaluated images")
+                continue
+            if id(data) not in detected:
+                detected[id(data)] = self._detect(data)
+            scores = coco_average_precision(data.coco, detected[id(data)][iou_type], iou_type)
+            metrics.update(zip(names, (scores["AP"], scores["AP50"])))
+        return metrics
+
+    def _detect(self, data: CocoData) -> dict[str, list]:
+        """Every category asked of every image, answers forced; COCO results `{"bbox": [...], "segm": [...]}`."""
+        categories = data.coco.loadCats(data.coco.getCatIds())
         names = [c["name"] for c in categories]
         question = DETECTION_TEMPLATES[0].replace("<class>", ", ".join(names))
         answer = ", ".join(f"{name} [DET]" for name in names) + "."
-        requests = [{**self._image(i), "question": question, "answer": answer} for i in self.image_ids]
+        requests = [{**data.image(i), "question": question, "answer": answer} for i in data.image_ids]
         ids = {c["name"]: c["id"] for c in categories}
-        boxes, masks = [], []
+        results = {"bbox": [], "segm": []}
         for request, output in zip(requests, self._generate(requests, "detection")):
             for obj in output["objects"]:
                 if obj["routing"] != "[DET]" or obj["label"] not in ids:
                     continue
                 common = {"image_id": request["image_id"], "category_id": ids[obj["label"]], "score": obj["score"]}
                 x1, y1, x2, y2 = obj["box"]
-                boxes.append({**common, "bbox": [x1, y1, x2 - x1, y2 - y1]})
+                results["bbox"].append({**common, "bbox": [x1, y1, x2 - x1, y2 - y1]})
                 if obj["mask"] is not None:
-                    rle = coco_mask.encode(np.asfortranarray(obj["mask"].astype(np.uint8)))
-                    rle["counts"] = rle["counts"].decode("ascii")
-                    masks.append({**common, "segmentation": rle})
-        box_ap, mask_ap = coco_average_precision(self.coco, boxes, "bbox"), coco_average_precision(self.coco, masks, "segm")
-        return {"detection AP": box_ap["AP"], "detection AP50": box_ap["AP50"],
-                "mask AP": mask_ap["AP"], "mask AP50": mask_ap["AP50"]}
+                    results["segm"].append({**common, "segmentation": encode_mask(obj["mask"])})
+        return results
 
     def pose(self) -> dict[str, float]:
-        """Keypoint AP; OKS sigmas are COCO's for 17 keypoints and `keypoint_sigma` for other sets."""
-        requests = []
-        for image_id in self.image_ids:
-            annotations = self.coco.loadAnns(self.coco.getAnnIds(imgIds=image_id))
-            for category_id in sorted({a["category_id"] for a in annotations if a.get("num_keypoints", 0)}):
-                name = self.coco.loadCats(category_id)[0]["name"]
-                requests.append({**self._image(image_id), "category_id": category_id,
-                                 "question": POSE_TEMPLATES[0].replace("<class>", name), "answer": f"{name} [POSE]."})
+        """
+        Keypoint AP over the categories whose keypoint names are the model's (`config.keypoint_names`); OKS sigmas
+        are COCO's for the 17 COCO keypoints and `keypoint_sigma` for other sets. Other categories are skipped,
+        and said so in `not_scored`.
+        """
+        if "keypoint" not in self.decoders:
+            return self._skip(KEYPOINT_METRICS, "the model has no keypoint decoder ([POSE])")
+        data = self.data.coco.get("pose")
+        if data is None:
+            return self._skip(KEYPOINT_METRICS, self.data.coco_skipped.get("pose", "no COCO file with keypoints"))
+        names = list(self.model.config.keypoint_names)
+        scored, skipped = pose_categories(data.coco, names)
+        if not scored:
+            self._skip(KEYPOINT_METRICS, f"no category has the model's {len(names)} keypoints ({_listed(names)})")
+        if skipped:
+            self.not_scored["keypoint AP (skipped categories)"] = "; ".join(
+                f"{_listed([repr(name) for name in categories])}: {reason}" for reason, categories in skipped.items()
+            )
+        if not scored:
+            return {}
+        requests = self._pose_requests(data, scored)
+        if not requests:
+            return self._skip(KEYPOINT_METRICS, "no annotation of the scored categories has keypoints in the "
+                              "evaluated images")
+        fill_missing_keypoints(data.coco, scored, len(names))
         results = []
         for request, output in zip(requests, self._generate(requests, "pose")):
             for obj in output["objects"]:
@@ -135,21 +194,22 @@ class Evaluator:
                     flat = [v for x, y, visible in obj["keypoints"] for v in (x, y, 2 if visible > 0.5 else 0)]
                     results.append({"image_id": request["image_id"], "category_id": request["category_id"],
                                     "keypoints": flat, "score": obj["score"]})
-        count = len(self.coco.loadCats(self.coco.getCatIds())[0].get("keypoints", [])) or 17
-        if count != len(self.model.config.keypoint_names):
-            raise ValueError(
-                f"the model predicts {len(self.model.config.keypoint_names)} keypoints but the data has {count}"
-            )
-        sigmas = None if count == 17 else [self.keypoint_sigma] * count
-        scores = coco_average_precision(self.coco, results, "keypoints", keypoint_sigmas=sigmas)
+        sigmas = None if names == COCO_KEYPOINTS else [self.keypoint_sigma] * len(names)
+        scores = coco_average_precision(data.coco, results, "keypoints", keypoint_sigmas=sigmas,
+                                        category_ids=sorted(scored))
         return {"keypoint AP": scores["AP"], "keypoint AP50": scores["AP50"]}
 
-    def _referring(self) -> list[dict]:
-        allowed = {self.coco.loadImgs(i)[0]["file_name"] for i in self.image_ids}
-        lines = (self.root / "referring.jsonl").read_text().splitlines()
-        records = [json.loads(line) for line in lines if line.strip()]
-        by_name = {self.coco.loadImgs(i)[0]["file_name"]: i for i in self.image_ids}
-        return [{**record, **self._image(by_name[record["image"]])} for record in records if record["image"] in allowed]
+    def _pose_requests(self, data: CocoData, category_ids: set) -> list[dict]:
+        """One forced `<class> [POSE].` per image and scored category with keypoint annotations there."""
+        requests = []
+        for image_id in data.image_ids:
+            annotations = data.coco.loadAnns(data.coco.getAnnIds(imgIds=image_id))
+            present = {a["category_id"] for a in annotations if a.get("num_keypoints", 0) > 0}
+            for category_id in sorted(present & category_ids):
+                name = data.coco.cats[category_id]["name"]
+                requests.append({**data.image(image_id), "category_id": category_id,
+                                 "question": POSE_TEMPLATES[0].replace("<class>", name), "answer": f"{name} [POSE]."})
+        return requests
 
     def grounding(self, records: list[dict], routing: str) -> list:
         """
@@ -164,11 +224,19 @@ class Evaluator:
             boxes.append(max(located, key=lambda o: o["score"])["box"] if located else None)
         return boxes
 
-    def referring(self, decoders: set[str]) -> dict[str, float]:
+    def referring(self, decoders: set[str] | None = None) -> dict[str, float]:
         """REC P@0.5 through `[DET]` when there is an object decoder (else `<LOC>`), also through `<LOC>` when
         there are both; RES cumulative IoU through `[SEG]`, and with a region encoder interactive segmentation's
         (a click on each referred object, `[SEG]` answers)."""
-        records = self._referring()
+        decoders = self.decoders if decoders is None else decoders
+        return {**self._rec(decoders), **self._res(decoders)}
+
+    def _rec(self, decoders: set[str]) -> dict[str, float]:
+        records = self.data.referring.get("rec")
+        if not decoders & {"object", "box"}:
+            return self._skip(("REC P@0.5",), "the model has neither an object ([DET]) nor a box (<LOC>) decoder")
+        if not records:
+            return self._skip(("REC P@0.5",), self._no_referring("a 'box'"))
         truth_boxes = [r["box"] for r in records]
         metrics = {}
         if "object" in decoders:
@@ -176,16 +244,32 @@ class Evaluator:
         if "box" in decoders:
             name = "REC P@0.5 <LOC>" if metrics else "REC P@0.5"
             metrics[name] = precision_at_iou(self.grounding(records, "<LOC>"), truth_boxes)
-        if "mask" in decoders:
-            truth = [coco_mask.decode(r["mask"]) for r in records]
-            res = [{**r, "question": RES_TEMPLATES[0].format(expression=r["expression"]),
-                    "answer": f"{r['expression']} [SEG]."} for r in records]
-            metrics["RES cIoU"] = cumulative_iou(self._segment(res, "RES"), truth)
-            if self.model.config.region_encoder_type is not None:
-                clicks = [{**r, "question": INTERACTIVE_TEMPLATES[0], "regions": [{"point": _click(mask)}],
-                           "answer": "[SEG]."} for r, mask in zip(records, truth)]
-                metrics["interactive segmentation cIoU"] = cumulative_iou(self._segment(clicks, "clicks"), truth)
         return metrics
+
+    def _res(self, decoders: set[str]) -> dict[str, float]:
+        names = ("RES cIoU", "interactive segmentation cIoU")
+        records = self.data.referring.get("res")
+        if "mask" not in decoders:
+            return self._skip(names, "the model has no mask decoder ([SEG])")
+        if not records:
+            return self._skip(names, self._no_referring("a 'mask'"))
+        truth = [decode_mask(r["mask"], r["height"], r["width"], r["folder"]) for r in records]
+        res = [{**r, "question": RES_TEMPLATES[0].format(expression=r["expression"]),
+                "answer": f"{r['expression']} [SEG]."} for r in records]
+        metrics = {"RES cIoU": cumulative_iou(self._segment(res, "RES"), truth)}
+        if self.model.config.region_encoder_type is None:
+            return {**metrics, **self._skip(names[1:], "the model has no region encoder (clicks)")}
+        clicked = [(r, mask) for r, mask in zip(records, truth) if mask.any()]
+        clicks = [{**r, "question": INTERACTIVE_TEMPLATES[0], "regions": [{"point": _click(mask)}],
+                   "answer": "[SEG]."} for r, mask in clicked]
+        metrics["interactive segmentation cIoU"] = cumulative_iou(self._segment(clicks, "clicks"),
+                                                                  [mask for _, mask in clicked])
+        return metrics
+
+    def _no_referring(self, what: str) -> str:
+        if not self.data.has("referring"):
+            return "no referring file (referring=FILE,images=DIR)"
+        return f"no referring record (for this task) has {what}"
 
     def _segment(self, requests: list[dict], desc: str) -> list:
         """Each answer's first `[SEG]` mask (None when it has none)."""
@@ -196,43 +280,101 @@ class Evaluator:
         return masks
 
     def region_classification(self) -> dict[str, float]:
-        records = self._referring()
-        names = [c["name"] for c in self.coco.loadCats(self.coco.getCatIds())]
-        requests = [{**r, "question": region_classification_prompt(), "regions": [{"box": r["box"]}]} for r in records]
+        """The category of each referred region (its box, else its mask), among the data's category names."""
+        name = ("region classification accuracy",)
+        if self.model.config.region_encoder_type is None:
+            return self._skip(name, "the model has no region encoder")
+        records = self.data.referring.get("region_classification")
+        if not records:
+            return self._skip(name, self._no_referring("a 'category' and a 'box' or 'mask'"))
+        names = self._category_names(records)
+        requests = [{**r, "question": region_classification_prompt(), "regions": [_region(r)]} for r in records]
         answers = [o["text"] for o in self._generate(requests, "region classification")]
         predicted = [parse_category_answer(a, names) for a in answers]
         return {"region classification accuracy": accuracy(predicted, [r["category"] for r in records])}
 
+    def _category_names(self, records: list[dict]) -> list[str]:
+        """The COCO file's category names (when there is one) and those of the records."""
+        data = self.data.coco.get("detection")
+        names = [c["name"] for c in data.coco.loadCats(data.coco.getCatIds())] if data else []
+        return list(dict.fromkeys(names + [r["category"] for r in records]))
+
     def counting(self) -> dict[str, float]:
-        allowed = {self.coco.loadImgs(i)[0]["file_name"]: i for i in self.image_ids}
-        records = [r for r in json.loads((self.root / "conversations.json").read_text())
-                   if r.get("task") == "counting" and r["image"] in allowed]
-        requests = [{**self._image(allowed[r["image"]]),
-                     "question": r["conversations"][0]["value"].replace("<image>\n", "")} for r in records]
-        answers = [o["text"] for o in self._generate(requests, "counting")]
-        return {"counting exact match": exact_match(answers, [r["conversations"][1]["value"] for r in records])}
+        """Exact match of the answers to the counting questions of the conversation files."""
+        if self.data.counting is None:
+            return self._skip(("counting exact match",), "no conversation file (conversation=FILE,images=DIR)")
+        if not self.data.counting:
+            return self._skip(("counting exact match",), NO_COUNTING)
+        answers = [o["text"] for o in self._generate(self.data.counting, "counting")]
+        return {"counting exact match": exact_match(answers, [r["reference"] for r in self.data.counting])}
 
     def captioning(self) -> dict[str, float]:
-        captions = _quiet_coco(self.root / "captions.json")
-        requests = [{**self._image(i), "question": "Describe the image briefly."} for i in self.image_ids]
+        """BLEU-4 and CIDEr of a free caption of each image of the COCO captions file."""
+        data = self.data.coco.get("caption")
+        if data is None:
+            return self._skip(CAPTION_METRICS, "no COCO captions file (coco=FILE,images=DIR,task=caption)")
+        requests = [{**data.image(i), "question": "Describe the image briefly."} for i in data.image_ids]
         answers = [o["text"] for o in self._generate(requests, "captioning")]
-        references = [[a["caption"] for a in captions.loadAnns(captions.getAnnIds(imgIds=i))] for i in self.image_ids]
+        references = [[a["caption"] for a in data.coco.loadAnns(data.coco.getAnnIds(imgIds=i))]
+                      for i in data.image_ids]
         return {f"caption {k}": v for k, v in caption_scores(answers, references).items()}
 
     def run(self) -> dict[str, float]:
+        """Every metric the data and the model support, `{name: value}`; the others in `self.not_scored`."""
+        self.not_scored = {}
         metrics = {}
-        decoders = set((self.model.config.routing_decoders or {}).values())
-        if "object" in decoders:
-            metrics.update(self.detection())
-        if "keypoint" in decoders:
-            metrics.update(self.pose())
-        if decoders & {"object", "box", "mask"}:
-            metrics.update(self.referring(decoders))
-        if self.model.config.region_encoder_type is not None:
-            metrics.update(self.region_classification())
-        metrics.update(self.counting())
-        metrics.update(self.captioning())
+        for task in (self.detection, self.pose, self.referring, self.region_classification, self.counting,
+                     self.captioning):
+            metrics.update(task())
         return {name: round(value, 4) for name, value in metrics.items()}
+
+
+def pose_categories(coco, names: list[str]) -> tuple[set, dict[str, list[str]]]:
+    """
+    The ids of the categories whose keypoints are `names`, and the others by why they are skipped (`{reason:
+    [category names]}`). A category that names no keypoints is read by position as `names` when its annotations
+    have as many (as training does).
+    """
+    scored, skipped = set(), {}
+    for category in coco.loadCats(coco.getCatIds()):
+        reason = _pose_skip_reason(coco, category, names)
+        if reason is None:
+            scored.add(category["id"])
+        else:
+            skipped.setdefault(reason, []).append(category["name"])
+    return scored, skipped
+
+
+def _pose_skip_reason(coco, category: dict, names: list[str]) -> str | None:
+    declared = category.get("keypoints") or None
+    if declared is not None:
+        return None if list(declared) == names else f"other keypoints ({_listed(list(map(str, declared)))})"
+    annotated = [a for a in coco.loadAnns(coco.getAnnIds(catIds=category["id"])) if a.get("num_keypoints", 0)]
+    if not annotated:
+        return "no keypoints"
+    counts = sorted({len(a.get("keypoints", [])) // 3 for a in annotated})
+    if counts != [len(names)]:
+        return f"no keypoint names, and {'/'.join(map(str, counts))} keypoints per annotation, not {len(names)}"
+    return None
+
+
+def _listed(items: list[str], limit: int = 8) -> str:
+    """`a, b, c` with at most `limit` items and how many more."""
+    more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def fill_missing_keypoints(coco, category_ids: set, count: int):
+    """Annotations of scored categories without keypoints get `count` unlabelled ones (COCOeval reads them all)."""
+    for annotation in coco.loadAnns(coco.getAnnIds(catIds=sorted(category_ids))):
+        if not isinstance(annotation.get("keypoints"), list):
+            annotation["keypoints"], annotation["num_keypoints"] = [0] * (3 * count), 0
+
+
+def _region(record: dict) -> dict:
+    if "box" in record:
+        return {"box": record["box"]}
+    return {"mask": decode_mask(record["mask"], record["height"], record["width"], record["folder"])}
 
 
 def _click(mask: np.ndarray) -> list[float]:
@@ -242,21 +384,16 @@ def _click(mask: np.ndarray) -> list[float]:
     return [float(columns[nearest]) + 0.5, float(rows[nearest]) + 0.5]
 
 
-def _quiet_coco(path: Path) -> COCO:
-    import contextlib
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(path))
-
-
-def format_table(metrics: dict[str, float]) -> str:
+def format_table(metrics: dict[str, float], not_scored: dict[str, str] | None = None) -> str:
+    """The scored metrics with their goals, then each metric not scored and why."""
     lines = [f"{'metric':<34}{'value':>8}{'goal':>8}  status"]
     for name, value in metrics.items():
         goal = GOALS.get(name)
         status = "" if goal is None else ("met" if value >= goal else f"short by {goal - value:.3f}")
         lines.append(f"{name:<34}{value:>8.3f}{'' if goal is None else f'{goal:>8.2f}':>8}  {status}")
+    for name, reason in (not_scored or {}).items():
+        lines.append(f"{name:<34}{'-':>8}{'':>8}  not scored: {reason}")
     return "\n".join(lines)
 
 
-__all__ = ["GOALS", "Evaluator", "format_table"]
+__all__ = ["GOALS", "Evaluator", "fill_missing_keypoints", "format_table", "pose_categories"]

@@ -39,6 +39,10 @@ class VisionLLMv1Config(PreTrainedConfig):
             query (`<x1>`; then `<y1>`, `<x2>`, `<y2>`, ... up to `<y24>`).
         tokenizer_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the image tokenizer's loss (class-agnostic focal + L1 on centres) in the total loss.
+        training_history (`list[str]`, *optional*):
+            How the weights came to be, in order: `"random-init"` (a preset build) or `"pretrained-parts"`
+            (assembled from pretrained checkpoints), then every `visionllm-hf train` stage run on them.
+            `visionllm-hf train` picks the stage to continue with from it.
     """
 
     model_type = "visionllm_v1"
@@ -63,6 +67,7 @@ class VisionLLMv1Config(PreTrainedConfig):
     coordinate_query_start_id: int | None = None
     tokenizer_loss_weight: float = 1.0
     tie_word_embeddings: bool = False
+    training_history: list[str] | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

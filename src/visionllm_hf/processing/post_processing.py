@@ -1,6 +1,7 @@
 """Turn a super-link `generate` output into text and objects (labels, scores, boxes, masks) in image pixels.
 
-This file ships with every checkpoint (``trust_remote_code``): it imports only numpy, torch and its siblings.
+This file ships with every checkpoint (``trust_remote_code``): it imports only numpy, torch, torchvision and its
+siblings.
 """
 
 import string
@@ -8,13 +9,19 @@ import string
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.ops import nms
 
 from .special_tokens import QUERY_TOKEN, ROUTING_TOKENS
 
 LABEL_TRIM = string.whitespace + string.punctuation
 
 
-def post_process_generation(tokenizer, outputs, target_sizes, threshold: float, mask_threshold: float) -> list[dict]:
+SET_PREDICTIONS = ("det", "pose")  # routing whose decoder proposes many candidates: thresholded and NMS-filtered
+
+
+def post_process_generation(
+    tokenizer, outputs, target_sizes, threshold: float, mask_threshold: float, nms_threshold: float | None
+) -> list[dict]:
     if torch.is_tensor(outputs) or not hasattr(outputs, "results"):
         raise TypeError(
             f"post_process_generation needs what generate returns for a model with decoders (a "
@@ -41,7 +48,7 @@ def post_process_generation(tokenizer, outputs, target_sizes, threshold: float, 
                 routing = ROUTING_TOKENS.get(result["routing"], result["routing"])
                 images += [{"label": label, "routing": routing, "image": image} for image in result["images"]]
             else:
-                objects += _objects(result, label, size, threshold, mask_threshold)
+                objects += _objects(result, label, size, threshold, mask_threshold, nms_threshold)
         processed.append({"text": text, "objects": objects, "images": images})
     return processed
 
@@ -63,15 +70,23 @@ def _checked_sizes(target_sizes, count: int) -> list[tuple[int, int]]:
     return checked
 
 
-def _objects(result: dict, label: str, size, threshold: float, mask_threshold: float) -> list[dict]:
+def _objects(result: dict, label: str, size, threshold: float, mask_threshold: float, nms_threshold) -> list[dict]:
+    """
+    The objects of one routing token, best first. A set prediction (`[DET]`, `[POSE]`: one candidate per decoder
+    query) keeps the candidates scoring at least `threshold`, without those overlapping a better one by more than
+    `nms_threshold` IoU (torchvision's NMS); other routing tokens give their one answer whatever its score.
+    """
     scores = result["scores"].float().cpu()
     boxes = result.get("boxes")
     masks = result.get("masks")
     keypoints = result.get("keypoints")
+    kept = scores.argsort(descending=True)
+    if result["routing"] in SET_PREDICTIONS:
+        kept = kept[scores[kept] >= threshold]
+        if nms_threshold is not None and boxes is not None and len(kept):
+            kept = kept[nms(boxes.float().cpu()[kept], scores[kept], nms_threshold)]
     objects = []
-    for index, score in enumerate(scores.tolist()):
-        if score < threshold:
-            continue
+    for index in kept.tolist():
         mask = None
         if masks is not None:
             mask = _mask_in_pixels(masks[index].float().cpu(), size, mask_threshold)
@@ -80,7 +95,7 @@ def _objects(result: dict, label: str, size, threshold: float, mask_threshold: f
             {
                 "label": label,
                 "routing": ROUTING_TOKENS.get(result["routing"], result["routing"]),
-                "score": score,
+                "score": float(scores[index]),
                 "box": None if box is None else _scale(box.view(2, 2), size).flatten().tolist(),
                 "mask": mask,
                 "keypoints": None if keypoints is None else _keypoints(keypoints[index].float().cpu(), size),

@@ -16,6 +16,9 @@ from .image_processing_visionllm import VisionLLMImagesKwargs, flatten_images
 from .regions import is_region, rasterize_region
 from .post_processing import post_process_generation
 from .special_tokens import IMAGE_TOKEN, QUERY_TOKEN, REGION_TOKEN, ROUTING_TOKENS
+from .tasks import task_request
+
+NO_ANSWER = -100  # pads the rows of `forced_answer_ids` (the model's `answer_forcing.py` reads them)
 
 
 class VisionLLMProcessorKwargs(ProcessingKwargs, total=False):
@@ -56,14 +59,33 @@ class VisionLLMProcessor(ProcessorMixin):
         if self.image_token_id is None or self.image_token_id == tokenizer.unk_token_id:
             raise ValueError(f"the tokenizer has no {IMAGE_TOKEN} token; build it with `visionllm-hf build`")
 
-    def __call__(self, images=None, text: str | list[str] | None = None, regions=None, **kwargs) -> BatchFeature:
+    def __call__(
+        self,
+        images=None,
+        text: str | list[str] | None = None,
+        regions=None,
+        task: str | None = None,
+        categories: list[str] | list[list[str]] | None = None,
+        expression: str | list[str] | None = None,
+        **kwargs,
+    ) -> BatchFeature:
         r"""
         Args:
             images (*optional*):
                 One image, a flat list consumed in `<image>` order across the batch, or one list per sample.
                 Each image is a path, `PIL.Image`, numpy HWC array or torch CHW tensor.
             text (`str` or `list[str]`):
-                Prompts; each `<image>` marks where one image goes, each `<region>` where one region goes.
+                Prompts; each `<image>` marks where one image goes, each `<region>` where one region goes. With a
+                `task`, only the question of `vqa` / `prompt` (one per sample, or one for all).
+            task (`str`, *optional*):
+                Ask a task by name instead of writing the prompt (see `tasks.py`): `caption`, `vqa`, `detection`,
+                `instance_segmentation`, `pose`, `grounding`, `referring_segmentation`, `region_caption`,
+                `region_classification`, `interactive_segmentation`, `prompt`. The prompt is the chat template
+                around the task's instruction (one sample per image), and perception tasks add
+                `forced_answer_ids`, the answer structure `generate` then follows (`cat [DET], dog [DET].`).
+            categories (`list[str]` or one list per sample, *optional*): what `detection`, `instance_segmentation`
+                and `pose` look for.
+            expression (`str` or one per sample, *optional*): what `grounding` / `referring_segmentation` find.
             regions (*optional*):
                 Visual prompts, laid out like `images` (one list per image, or per sample one list per image),
                 each a box, point, scribble, polygon or mask (see `regions.py`). A sample's `<region>`
@@ -77,8 +99,11 @@ class VisionLLMProcessor(ProcessorMixin):
         Returns:
             [`BatchFeature`] with `input_ids`, `attention_mask`; with images, `pixel_values` and `image_grids`;
             with regions, `region_masks` (`(num_regions, tile, tile)` bool masks over each image's global view)
-            and `region_image_index` (index of each region's image in the batch's flat image list).
+            and `region_image_index` (index of each region's image in the batch's flat image list); with a
+            perception `task`, `forced_answer_ids` (`(batch, length)`, padded with -100).
         """
+        if task is not None:
+            return self._task_inputs(task, images, text, regions, categories, expression, **kwargs)
         if text is None:
             raise ValueError("text is required: each <image> in it marks where an image goes")
         if not isinstance(text, (str, list, tuple)):
@@ -122,6 +147,61 @@ class VisionLLMProcessor(ProcessorMixin):
         data.update(text_inputs)
         return BatchFeature(data=data, tensor_type=return_tensors)
 
+    def _task_inputs(self, task, images, text, regions, categories, expression, **kwargs) -> BatchFeature:
+        """The inputs of a task asked by name: one chat prompt per sample and, for perception, its forced answer."""
+        if images is None:
+            raise ValueError(f"task '{task}' needs images (one per sample)")
+        per_sample = images if isinstance(images, (list, tuple)) else [images]
+        per_sample = [list(item) if isinstance(item, (list, tuple)) else [item] for item in per_sample]
+        count = len(per_sample)
+        region_counts = [0] * count if regions is None else [len(flatten_images(item)) for item in regions]
+        if len(region_counts) != count:
+            raise ValueError(f"regions must hold one list per sample ({count} samples), got {len(region_counts)}")
+        requests = [
+            task_request(
+                task,
+                categories=_for_sample(categories, row, count, "categories", nested=True),
+                expression=_for_sample(expression, row, count, "expression"),
+                prompt=_for_sample(text, row, count, "text"),
+                num_regions=region_counts[row],
+            )
+            for row in range(count)
+        ]
+        prompts = []
+        for sample_images, request, regions_here in zip(per_sample, requests, region_counts):
+            question = request.question
+            if regions_here and REGION_TOKEN not in question:
+                question = " ".join([REGION_TOKEN] * regions_here) + " " + question
+            content = [{"type": "image"} for _ in sample_images] + [{"type": "text", "text": question}]
+            prompts.append(self.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True))
+        inputs = self(images=per_sample, text=prompts, regions=regions, **kwargs)
+        answers = [self.answer_token_ids(request.answer) if request.answer else [] for request in requests]
+        if any(answers):
+            width = max(map(len, answers))
+            padded = [answer + [NO_ANSWER] * (width - len(answer)) for answer in answers]
+            inputs["forced_answer_ids"] = torch.tensor(padded, dtype=torch.long)
+        return inputs
+
+    def answer_token_ids(self, answer: str) -> list[int]:
+        """
+        The ids the model samples to give `answer`: its tokens in a training sequence (the chat template's
+        assistant turn, after `ASSISTANT:`), without the `<query>` tokens generation inserts itself and without
+        the closing end-of-sequence token. Tokenising the answer alone differs at its first token (`circle` ->
+        `c ir cle` instead of `Ġcircle`).
+        """
+        question = [{"role": "user", "content": "?"}]
+        prompt = self.apply_chat_template(question, add_generation_prompt=True)
+        full = self.apply_chat_template([*question, {"role": "assistant", "content": answer}], tokenize=False)
+        if not full.startswith(prompt):
+            raise ValueError("the chat template does not render the answer after the generation prompt")
+        encoded = self.tokenizer(full, return_offsets_mapping=True)
+        ids = [token for token, (start, _) in zip(encoded["input_ids"], encoded["offset_mapping"]) if start >= len(prompt)]
+        query_id = self.tokenizer.convert_tokens_to_ids(QUERY_TOKEN)
+        ids = [token for token in ids if token != query_id]
+        if not ids or ids[-1] != self.tokenizer.eos_token_id:
+            raise ValueError(f"could not find the answer {answer!r} in its training sequence {full!r}")
+        return ids[:-1]
+
     def insert_queries(self, text: str) -> str:
         """
         Put `super_link_queries[token]` `<query>` tokens after each routing token. `<query>` tokens already right
@@ -153,7 +233,10 @@ class VisionLLMProcessor(ProcessorMixin):
                     _check_no_answer_tokens(message.get("content"), turn, message["role"])
         return super().apply_chat_template(conversation, *args, **kwargs)
 
-    def post_process_generation(self, outputs, target_sizes=None, threshold: float = 0.0, mask_threshold=0.5):
+    def post_process_generation(
+        self, outputs, target_sizes=None, threshold: float = 0.3, nms_threshold: float | None = 0.5,
+        mask_threshold: float = 0.5,
+    ):
         """
         Text and structured objects for every sample of a `generate` output of a model with decoders.
 
@@ -162,17 +245,23 @@ class VisionLLMProcessor(ProcessorMixin):
             target_sizes (`list[tuple[int, int]]`, *optional*): `(height, width)` of each sample's image; boxes,
                 masks and keypoints are returned in those pixels. Without it, boxes stay normalised to [0, 1] and
                 masks keep the decoder's resolution.
-            threshold (`float`, *optional*, defaults to 0.0): objects scoring below it are dropped.
+            threshold (`float`, *optional*, defaults to 0.3): `[DET]` / `[POSE]` candidates (one per decoder
+                query) scoring below it are dropped, as Grounding DINO's post-processing drops them; other routing
+                tokens give their one answer whatever its score. 0 keeps every candidate (what COCO AP needs).
+            nms_threshold (`float`, *optional*, defaults to 0.5): `[DET]` / `[POSE]` candidates overlapping a
+                better one of the same routing token by more IoU than this are dropped (torchvision's NMS);
+                None keeps them.
             mask_threshold (`float`, *optional*, defaults to 0.5): probability above which a mask pixel is set.
 
         Returns:
             `list[dict]`, per sample `{"text": str, "objects": [{"label", "routing", "score", "box", "mask",
             "keypoints"}], "images": [{"label", "routing", "image"}]}` (`images` holds the PIL images `[GEN]` and
-            `[EDIT]` made). `label` is the answer text between the previous routing token (or the start of the
-            answer) and this one, trimmed of spaces and punctuation (`""` when there is none); `box` is xyxy;
-            `mask` a boolean array; fields a decoder does not produce are None.
+            `[EDIT]` made), objects of one routing token best first. `label` is the answer text between the
+            previous routing token (or the start of the answer) and this one, trimmed of spaces and punctuation
+            (`""` when there is none); `box` is xyxy; `mask` a boolean array; fields a decoder does not produce
+            are None.
         """
-        return post_process_generation(self.tokenizer, outputs, target_sizes, threshold, mask_threshold)
+        return post_process_generation(self.tokenizer, outputs, target_sizes, threshold, mask_threshold, nms_threshold)
 
     def _assign_images(self, images, texts: list[str]) -> list[list]:
         """Split `images` into one list per sample and check each sample's count against its placeholders."""
@@ -260,6 +349,18 @@ class VisionLLMProcessor(ProcessorMixin):
         if self.image_processor.decoder_image_size:
             names.append("decoder_pixel_values")
         return names
+
+
+def _for_sample(value, row: int, count: int, name: str, nested: bool = False):
+    """A per-call value for sample `row`: shared by every sample, or given one per sample."""
+    if value is None or isinstance(value, str):
+        return value
+    per_sample = isinstance(value, (list, tuple)) and (not nested or all(isinstance(v, (list, tuple)) for v in value))
+    if not per_sample:
+        return list(value)  # nested: one list of categories for every sample
+    if len(value) != count:
+        raise ValueError(f"{name} must be shared or given once per sample ({count} samples), got {len(value)}")
+    return list(value[row]) if nested else value[row]
 
 
 def _check_no_answer_tokens(content, turn: int, role: str):

@@ -24,6 +24,13 @@ COLOURS = {
 SIZES = {"small": (0.14, 0.2), "large": (0.26, 0.34)}  # side as a fraction of the image
 KEYPOINTS = ("top", "bottom", "left", "right", "centre")
 BACKGROUND = (200, 200, 200)
+# Kinds the demo model never saw, with keypoint sets of their own (3, 7 and none): "your data" in tests and benches
+FOREIGN_KEYPOINTS = {
+    "arrow": ("tip", "tail_left", "tail_right"),
+    "hexagon": ("vertex_1", "vertex_2", "vertex_3", "vertex_4", "vertex_5", "vertex_6", "middle"),
+    "cross": (),
+}
+FOREIGN_KINDS = tuple(FOREIGN_KEYPOINTS)
 
 
 @dataclass
@@ -41,6 +48,8 @@ class Shape:
 
     def polygon(self) -> list[tuple[float, float]]:
         x, y, r = *self.centre, self.radius
+        if self.kind in FOREIGN_KINDS:
+            return _foreign_polygon(self.kind, x, y, r)
         if self.kind == "square":
             return [(x - r, y - r), (x + r, y - r), (x + r, y + r), (x - r, y + r)]
         if self.kind == "triangle":
@@ -50,8 +59,15 @@ class Shape:
         return [(x + r * math.cos(a), y + r * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 48, endpoint=False)]
 
     def keypoints(self) -> list[tuple[float, float]]:
-        """Pixel (x, y) of top, bottom, left, right and centre."""
+        """Pixel (x, y) of top, bottom, left, right and centre (a foreign kind's own keypoints for those)."""
         x, y, r = *self.centre, self.radius
+        if self.kind == "arrow":  # tip, tail_left, tail_right
+            tip, tail_left, _, tail_right = self.polygon()
+            return [tip, tail_left, tail_right]
+        if self.kind == "hexagon":
+            return self.polygon() + [(x, y)]
+        if self.kind == "cross":
+            return []
         if self.kind == "triangle":
             return [(x, y - r), (x, y + r), (x - r, y + r), (x + r, y + r), (x, y + r / 3)]
         return [(x, y - r), (x, y + r), (x - r, y), (x + r, y), (x, y)]
@@ -100,20 +116,34 @@ class Scene:
 
 
 def _field(word: str) -> str:
-    return "kind" if word in KINDS else "colour" if word in COLOURS else "size"
+    return "colour" if word in COLOURS else "size" if word in SIZES else "kind"
 
 
-def make_scene(seed: int, index: int, size: int = 128, max_shapes: int = 6, min_visible: float = 0.5) -> Scene:
+def _foreign_polygon(kind: str, x: float, y: float, r: float) -> list[tuple[float, float]]:
+    if kind == "arrow":  # tip up, two tail corners and the notch between them
+        return [(x, y - r), (x - r, y + r), (x, y + r / 3), (x + r, y + r)]
+    if kind == "hexagon":
+        return [(x + r * math.cos(a), y + r * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 6, endpoint=False)]
+    arm = r / 3  # a plus sign
+    return [(x - arm, y - r), (x + arm, y - r), (x + arm, y - arm), (x + r, y - arm), (x + r, y + arm),
+            (x + arm, y + arm), (x + arm, y + r), (x - arm, y + r), (x - arm, y + arm), (x - r, y + arm),
+            (x - r, y - arm), (x - arm, y - arm)]
+
+
+def make_scene(
+    seed: int, index: int, size: int = 128, max_shapes: int = 6, min_visible: float = 0.5, kinds: tuple = KINDS
+) -> Scene:
     """
-    Scene `index` of the stream `seed`. Shapes are placed one after another; a new shape that would leave an
-    earlier one less than `min_visible` visible is drawn again elsewhere (and dropped after 20 tries).
+    Scene `index` of the stream `seed`, with shapes of `kinds`. Shapes are placed one after another; a new shape
+    that would leave an earlier one less than `min_visible` visible is drawn again elsewhere (and dropped after
+    20 tries), so `min_visible=1` gives scenes without overlaps.
     """
     rng = random.Random(f"scene-{seed}-{index}")
     wanted = rng.randint(1, max_shapes)
     shapes, full_masks = [], []
     for _ in range(wanted):
         for _ in range(20):
-            shape = _random_shape(rng, size)
+            shape = _random_shape(rng, size, kinds)
             mask = _polygon_mask(shape, size)
             visible = [m & ~mask for m in _visible(full_masks)]
             if all(v.sum() >= min_visible * m.sum() for v, m in zip(visible, full_masks)):
@@ -132,12 +162,12 @@ def _visible(full_masks: list[np.ndarray]) -> list[np.ndarray]:
     return visible[::-1]
 
 
-def _random_shape(rng: random.Random, size: int) -> Shape:
+def _random_shape(rng: random.Random, size: int, kinds: tuple = KINDS) -> Shape:
     size_name = rng.choice(list(SIZES))
     low, high = SIZES[size_name]
     radius = rng.uniform(low, high) * size / 2
     centre = (rng.uniform(radius, size - radius), rng.uniform(radius, size - radius))
-    return Shape(rng.choice(KINDS), rng.choice(list(COLOURS)), size_name, centre, radius)
+    return Shape(rng.choice(kinds), rng.choice(list(COLOURS)), size_name, centre, radius)
 
 
 def _polygon_mask(shape: Shape, size: int) -> np.ndarray:
@@ -160,4 +190,4 @@ def render(shapes: list[Shape], size: int, rng: random.Random) -> Scene:
     return Scene(image=image, shapes=shapes)
 
 
-__all__ = ["COLOURS", "KEYPOINTS", "KINDS", "SIZES", "Scene", "Shape", "make_scene", "render"]
+__all__ = ["COLOURS", "FOREIGN_KEYPOINTS", "FOREIGN_KINDS", "KEYPOINTS", "KINDS", "SIZES", "Scene", "Shape", "make_scene", "render"]

@@ -24,8 +24,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from pycocotools import mask as coco_mask
 
+from ..data_formats import decode_mask
+from ..processing.tasks import (  # noqa: F401 (the templates are shared with inference, re-exported here)
+    CAPTION_TEMPLATES,
+    DETECTION_TEMPLATES,
+    INTERACTIVE_TEMPLATES,
+    POSE_TEMPLATES,
+    REC_TEMPLATES,
+    RES_TEMPLATES,
+    SEGMENTATION_TEMPLATES,
+)
 from ..processing.templates import region_caption_prompt, region_classification_prompt
 from .data_checks import (
     COCO_TASKS,
@@ -43,42 +52,6 @@ from .data_checks import (
     read_json_lines,
 )
 
-DETECTION_TEMPLATES = [
-    "Can you analyze the image and identify the <class> present?",
-    "In this image, could you detect all instances of <class>?",
-    "Please detect the objects you find that belong to the <class> category in the image.",
-    "Please perform object detection on this image to identify <class>.",
-    "I need your expertise to locate <class> in this image.",
-]
-SEGMENTATION_TEMPLATES = [
-    "Can you segment the <class> in the image?",
-    "Please segment all instances of <class> in this image.",
-    "Could you provide the instance masks of <class>?",
-]
-POSE_TEMPLATES = [
-    "Please estimate the pose of every <class> in the image.",
-    "Can you find the keypoints of each <class>?",
-    "Detect the <class> in the image and their keypoints.",
-]
-INTERACTIVE_TEMPLATES = [
-    "Please segment the object indicated by <region>.",
-    "Could you give me the mask of the object in <region>?",
-    "Segment what <region> points to.",
-]
-CAPTION_TEMPLATES = [
-    "Describe the image briefly.",
-    "Give a short caption of the image.",
-    "What does this image show? Answer in one sentence.",
-]
-REC_TEMPLATES = [  # expressions bring their own article ("the red circle")
-    "Where is {expression} in the image?",
-    "Please find {expression}.",
-    "Could you tell me where {expression} is?",
-]
-RES_TEMPLATES = [
-    "Please segment {expression}.",
-    "Can you give the mask of {expression}?",
-]
 GENERATION_TEMPLATES = [
     "Please generate an image of {prompt}",
     "Draw this for me: {prompt}",
@@ -136,9 +109,12 @@ class CocoSource:
         self.problems: list[DataProblem] = check_coco(data, annotation_file, image_folder, task)
         raise_for_problems(self.problems)
         self.task = task
+        self.annotation_file = annotation_file
         self.image_folder = Path(image_folder)
         self.images = {image["id"]: image for image in data["images"]}
         self.categories = {c["id"]: c["name"] for c in data.get("categories", [])}
+        self.category_keypoints = {c["id"]: list(c["keypoints"]) for c in data.get("categories", []) if c.get("keypoints")}
+        self.target_keypoints: list[str] | None = None  # the model's keypoint names, see `use_keypoint_names`
         self.max_categories = max_categories
         self.annotations: dict[int, list] = {image_id: [] for image_id in self.images}
         for annotation in data.get("annotations", []):
@@ -153,6 +129,38 @@ class CocoSource:
 
     def __len__(self) -> int:
         return len(self.image_ids)
+
+    def keypoint_names_in_data(self, model_names: list[str]) -> list[str]:
+        """
+        The keypoint names of the categories with keypoint annotations, in order. A category that names no
+        keypoints is read by position as the model's `model_names`, which needs exactly as many keypoints.
+        """
+        names = []
+        for category in self._pose_categories():
+            declared = self.category_keypoints.get(category)
+            if declared is None:
+                count = self._keypoint_count(category)
+                if count != len(model_names):
+                    raise ValueError(
+                        f"{self.annotation_file}: category '{self.categories[category]}' has {count} keypoints but "
+                        f"names none, and the model predicts {len(model_names)} ({', '.join(model_names)}): list "
+                        "its keypoint names in the category's 'keypoints' field"
+                    )
+                declared = list(model_names)
+            names += [name for name in declared if name not in names]
+        return names
+
+    def use_keypoint_names(self, names: list[str]):
+        """Lay pose targets out in this order of names (the model's), matching each category's keypoints by name."""
+        self.target_keypoints = list(names)
+
+    def _pose_categories(self) -> list[int]:
+        return sorted({a["category_id"] for anns in self.annotations.values() for a in anns if a.get("num_keypoints", 0)})
+
+    def _keypoint_count(self, category: int) -> int:
+        annotation = next(a for anns in self.annotations.values() for a in anns
+                          if a["category_id"] == category and a.get("num_keypoints", 0))
+        return len(annotation["keypoints"]) // 3
 
     def sample(self, index: int, rng: random.Random) -> dict:
         image_id = self.image_ids[index]
@@ -184,7 +192,7 @@ class CocoSource:
             mine = [a for a in annotations if a["category_id"] == category]
             target = {"boxes": _boxes(mine, image), "category": self.categories[category]}
             if with_masks:
-                target["masks"] = _masks(mine, image)
+                target["masks"] = _masks(mine, image, self.image_folder)
             targets.append(target)
         return conversation_sample(question, answer, [path], self.task, targets=targets)
 
@@ -197,12 +205,23 @@ class CocoSource:
         keypoints = torch.tensor([a["keypoints"] for a in people], dtype=torch.float32).view(len(people), -1, 3)
         keypoints[..., 0] /= image["width"]
         keypoints[..., 1] /= image["height"]
-        target = {"boxes": _boxes(people, image), "keypoints": keypoints, "category": name}
+        target = {"boxes": _boxes(people, image), "keypoints": self._by_name(keypoints, category), "category": name}
         return conversation_sample(question, f"{name} [POSE].", [path], self.task, targets=[target])
+
+    def _by_name(self, keypoints: torch.Tensor, category: int) -> torch.Tensor:
+        """`(n, K_category, 3)` -> `(n, K_model, 3)`: each keypoint at its name's place; the model's other names
+        get visibility 0 (they do not exist on this category: their positions are not trained)."""
+        if self.target_keypoints is None:
+            return keypoints
+        names = self.category_keypoints.get(category, self.target_keypoints)
+        laid_out = keypoints.new_zeros(len(keypoints), len(self.target_keypoints), 3)
+        for index, name in enumerate(names):
+            laid_out[:, self.target_keypoints.index(name)] = keypoints[:, index]
+        return laid_out
 
     def _interactive(self, path, image, annotations, rng) -> dict:
         annotation = rng.choice(annotations)
-        mask = _masks([annotation], image)[0]
+        mask = _masks([annotation], image, self.image_folder)[0]
         kind = rng.choice(["box", "point", "mask"])
         if kind == "box":
             x, y, w, h = annotation["bbox"]
@@ -264,12 +283,12 @@ class ReferringSource:
             return conversation_sample(question, f"{expression} [DET].", [path], self.task, targets=[target])
         if self.task == "res":
             question = rng.choice(RES_TEMPLATES).format(expression=expression)
-            mask = _masks([{"segmentation": record["mask"]}], {"height": height, "width": width})[0]
+            mask = _masks([{"segmentation": record["mask"]}], {"height": height, "width": width}, self.image_folder)[0]
             return conversation_sample(question, f"{expression} [SEG].", [path], self.task, targets=[{"mask": mask}])
         if "box" in record:
             region = {"box": record["box"]}
         else:
-            mask = _masks([{"segmentation": record["mask"]}], {"height": height, "width": width})[0]
+            mask = _masks([{"segmentation": record["mask"]}], {"height": height, "width": width}, self.image_folder)[0]
             region = {"mask": mask.numpy().astype(bool)}
         if self.task == "region_caption":
             question = region_caption_prompt(1, detailed=False, rng=rng)
@@ -416,19 +435,16 @@ def _image_tensor(path: Path) -> torch.Tensor:
     return torch.from_numpy(pixels).permute(2, 0, 1)
 
 
-def _masks(annotations: list, image: dict) -> torch.Tensor:
-    """COCO polygons or RLE -> `(n, height, width)` float masks (pycocotools)."""
+def _masks(annotations: list, image: dict, folder=None) -> torch.Tensor:
+    """
+    Each annotation's `segmentation` (any form `data_formats.decode_mask` reads: COCO polygons, nested or flat, RLE,
+    a mask image path relative to `folder`) -> `(n, height, width)` float masks.
+    """
     height, width = image["height"], image["width"]
-    masks = []
-    for annotation in annotations:
-        segmentation = annotation["segmentation"]
-        if isinstance(segmentation, list):
-            rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
-        elif isinstance(segmentation.get("counts"), list):
-            rle = coco_mask.frPyObjects(segmentation, height, width)
-        else:
-            rle = segmentation
-        masks.append(torch.from_numpy(coco_mask.decode(rle).astype(np.float32)))
+    masks = [
+        torch.from_numpy(decode_mask(annotation["segmentation"], height, width, folder).astype(np.float32))
+        for annotation in annotations
+    ]
     return torch.stack(masks) if masks else torch.zeros(0, height, width)
 
 

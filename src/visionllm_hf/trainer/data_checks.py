@@ -16,6 +16,10 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
+from ..data_formats import mask_form
+
 MAX_LISTED = 10  # problems a `DataError` message spells out; the rest are counted
 COCO_TASKS = ("detection", "instance_segmentation", "interactive_segmentation", "pose", "caption")
 REFERRING_TASKS = ("rec", "grounding", "res", "region_caption", "region_classification")
@@ -23,7 +27,8 @@ GENERATION_TASKS = ("text_to_image", "image_editing")
 SPEAKERS = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 COCO_FIX_CATEGORY = "add the category to 'categories' or correct the annotation's 'category_id'"
 BOX_FIX = "give the box as [x1, y1, x2, y2] in pixels of the image, with x2 > x1 and y2 > y1"
-MASK_FIX = "give COCO polygons [[x1, y1, x2, y2, ...], ...] or RLE {'size': [height, width], 'counts': ...}"
+MASK_FIX = ("give COCO polygons [[x1, y1, x2, y2, ...], ...] or [x1, y1, ...], RLE {'size': [height, width], "
+            "'counts': ...} or a mask image's path relative to the image folder")
 
 
 class DataWarning(UserWarning):
@@ -207,23 +212,69 @@ def xywh_box_issue(box) -> str | None:
     return None
 
 
-def mask_issue(mask, height=None, width=None) -> str | None:
-    """What is wrong with COCO polygons or RLE (its `size` checked against `height`/`width` when given), or None."""
-    if isinstance(mask, dict):
-        size, counts = mask.get("size"), mask.get("counts")
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
-            return f"is an RLE whose 'size' is {shown(size)}, not [height, width]"
-        if not isinstance(counts, (str, list)):
-            return f"is an RLE whose 'counts' is {shown(counts)}, not a string or a list of run lengths"
-        if height is not None and size != [height, width]:
-            return f"is an RLE of size {size}, but its image is [height, width] [{height}, {width}]"
-        return None
-    if not (isinstance(mask, list) and mask and all(isinstance(polygon, list) for polygon in mask)):
-        return f"is {shown(mask)}: neither polygons (a list of [x1, y1, x2, y2, ...] lists) nor RLE"
-    for polygon in mask:
-        if len(polygon) < 6 or len(polygon) % 2 or not all_finite(polygon):
-            return f"has the polygon {shown(polygon)}, not an even number (6 or more) of finite coordinates"
+def mask_issue(mask, height=None, width=None, images=None) -> str | None:
+    """
+    What is wrong with a mask (`data_formats.decode_mask`'s forms: COCO polygons, nested or flat, RLE with
+    compressed or uncompressed counts, a mask image path), or None. An RLE's `size` and a mask image's size are
+    checked against `height`/`width` when given; a mask image must exist in `images` (an `ImageFolder`) when given.
+    """
+    form = mask_form(mask)
+    if form == "rle":
+        return _rle_issue(mask, height, width)
+    if form == "file":
+        return _mask_file_issue(str(mask), height, width, images)
+    if form == "polygon":
+        return _polygon_issue(mask)
+    if form == "polygons":
+        return next(filter(None, map(_polygon_issue, mask)), None)
+    return f"is {shown(mask)}: neither polygons (a list of [x1, y1, x2, y2, ...] lists), RLE nor a mask image path"
+
+
+def _polygon_issue(polygon: list) -> str | None:
+    if len(polygon) < 6 or len(polygon) % 2 or not all_finite(polygon):
+        return f"has the polygon {shown(polygon)}, not an even number (6 or more) of finite coordinates"
     return None
+
+
+def _rle_issue(mask: dict, height, width) -> str | None:
+    size, counts = mask.get("size"), mask.get("counts")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v >= 0 for v in size)):
+        return f"is an RLE whose 'size' is {shown(size)}, not [height, width]"
+    if height is not None and size != [height, width]:
+        return f"is an RLE of size {size}, but its image is [height, width] [{height}, {width}]"
+    if isinstance(counts, list):
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+            return f"is an RLE whose 'counts' {shown(counts)} are not run lengths (integers >= 0)"
+        if sum(counts) != size[0] * size[1]:
+            return f"is an RLE whose run lengths add up to {sum(counts)}, not height * width = {size[0] * size[1]}"
+        return None
+    if not isinstance(counts, (str, bytes)) or not counts:
+        return f"is an RLE whose 'counts' is {shown(counts)}, not a string or a list of run lengths"
+    return None
+
+
+def _mask_file_issue(name: str, height, width, images) -> str | None:
+    """A mask image path: present in the image folder, and (when the image's size is known) of the image's size."""
+    if images is None or not images.exists:
+        return None  # no folder to look in (or a missing folder, reported once elsewhere)
+    if not is_text(name) or not images.has(name):
+        return (f"is {shown(name)}: neither polygons, RLE nor a mask image in the image folder {images.folder} "
+                "(no such file there)")
+    size = image_size(images, name)
+    if size is None:
+        return f"is the mask image {shown(name)}, which is not an image file"
+    if height is not None and size != (height, width):
+        return f"is a mask image of [height, width] [{size[0]}, {size[1]}], but its image is [{height}, {width}]"
+    return None
+
+
+def image_size(images, name: str) -> tuple[int, int] | None:
+    """`(height, width)` of an image under `images` (an `ImageFolder`), from its header; None if it is not one."""
+    try:
+        with Image.open(images.folder / name) as image:
+            return image.height, image.width
+    except (OSError, ValueError):
+        return None
 
 
 class ImageFolder:
@@ -286,10 +337,11 @@ def check_coco(data, path, image_folder, task: str = "detection") -> list[DataPr
     if not _check_coco_keys(problems, data, task):
         return problems
     categories = _check_coco_categories(problems, data.get("categories"), task)
-    images = _check_coco_images(problems, data["images"], ImageFolder(image_folder))
+    folder = ImageFolder(image_folder)
+    images = _check_coco_images(problems, data["images"], folder)
     used = {}  # annotation name -> annotation, for the annotations the task reads
     for index, annotation in enumerate(data["annotations"]):
-        name = _check_coco_annotation(problems, annotation, index, images, categories, task)
+        name = _check_coco_annotation(problems, annotation, index, images, categories, task, folder)
         if name:
             used[name] = annotation
     if task == "pose":
@@ -368,7 +420,8 @@ def _check_coco_images(problems: ProblemList, images: list, folder: ImageFolder)
     return by_id
 
 
-def _check_coco_annotation(problems: ProblemList, annotation, index: int, images: dict, categories, task):
+def _check_coco_annotation(problems: ProblemList, annotation, index: int, images: dict, categories, task,
+                           folder=None):
     """Checks what `task` reads of one annotation; its name if the source uses it (not crowd ones), else None."""
     if not isinstance(annotation, dict):
         problems.error(f"is {shown(annotation)}, not an object", "give {'image_id', 'category_id', 'bbox', ...}",
@@ -390,7 +443,7 @@ def _check_coco_annotation(problems: ProblemList, annotation, index: int, images
     if task != "interactive_segmentation":
         _check_category_id(problems, annotation, categories, name)
     _check_annotation_geometry(problems, annotation, images.get(image_id) if _known(image_id, images) else None,
-                               task, name)
+                               task, name, folder)
     return name
 
 
@@ -419,13 +472,13 @@ def _check_category_id(problems: ProblemList, annotation: dict, categories, name
         problems.error(issue if "category_id" in annotation else "is missing", COCO_FIX_CATEGORY, name, "category_id")
 
 
-def _check_annotation_geometry(problems: ProblemList, annotation: dict, image, task: str, name: str):
+def _check_annotation_geometry(problems: ProblemList, annotation: dict, image, task: str, name: str, folder=None):
     issue = xywh_box_issue(annotation.get("bbox"))
     if issue:
         problems.error(issue, "give [x, y, width, height] in pixels (COCO boxes are xywh)", name, "bbox")
     if task in ("instance_segmentation", "interactive_segmentation"):
         height, width = (image.get("height"), image.get("width")) if image else (None, None)
-        issue = mask_issue(annotation.get("segmentation"), height, width)
+        issue = mask_issue(annotation.get("segmentation"), height, width, folder)
         if issue:
             problems.error(issue, MASK_FIX, name, "segmentation")
     if task == "pose":
@@ -572,15 +625,18 @@ def check_referring(lines: list, path, image_folder, task: str = "rec") -> list[
         if not is_text(record.get("expression")):
             problems.error(f"is {shown(record.get('expression'))}, not text", "give the referring expression", name,
                            "expression")
-        _check_referring_region(problems, record, task, name)
+        _check_referring_region(problems, record, task, name, images)
         if task == "region_classification" and not is_text(record.get("category")):
             problems.error(f"is {shown(record.get('category'))}, and task '{task}' answers with the category",
                            "give the region's category name", name, "category")
     return problems
 
 
-def _check_referring_region(problems: ProblemList, record: dict, task: str, name: str):
-    """The box or mask `task` reads (region tasks: the box when there is one, else the mask)."""
+def _check_referring_region(problems: ProblemList, record: dict, task: str, name: str, images=None):
+    """
+    The box or mask `task` reads (region tasks: the box when there is one, else the mask); an RLE's or mask
+    image's size is checked against the image's (read from its header).
+    """
     region_task = task in ("region_caption", "region_classification")
     if task in ("rec", "grounding") or (region_task and "box" in record):
         issue = xyxy_box_issue(record.get("box"))
@@ -592,9 +648,19 @@ def _check_referring_region(problems: ProblemList, record: dict, task: str, name
             needed = "a 'box' or a 'mask'" if region_task else "a 'mask'"
             problems.error(f"is missing, and task '{task}' needs {needed}", MASK_FIX, name, "mask")
         else:
-            issue = mask_issue(record["mask"])
+            size = _referring_image_size(record, images)
+            issue = mask_issue(record["mask"], *size, images)
             if issue:
                 problems.error(issue, MASK_FIX, name, "mask")
+
+
+def _referring_image_size(record: dict, images) -> tuple:
+    """`(height, width)` of the record's image when its mask's size is checked against it, else `(None, None)`."""
+    if mask_form(record.get("mask")) not in ("rle", "file") or images is None or not images.exists:
+        return None, None
+    name = record.get("image")
+    size = image_size(images, name) if is_text(name) and images.has(name) else None
+    return size or (None, None)
 
 
 def check_generation(lines: list, path, image_folder, task: str = "text_to_image") -> list[DataProblem]:

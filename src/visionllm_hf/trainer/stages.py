@@ -100,6 +100,41 @@ STAGES = {
 }
 
 
+# The stage that continues a checkpoint, by the last entry of its `config.training_history`: the next stage of
+# the papers' order, or the same one again; a model trained from random weights keeps training everything.
+CONTINUING_STAGE = {
+    "visionllm": {
+        "random-init": "from-scratch",
+        "from-scratch": "from-scratch",
+        "pretrained-parts": "v2-pretrain",
+        "v2-pretrain": "v2-tune",
+        "v2-tune": "v2-decoders",
+        "v2-decoders": "v2-decoders",
+        "v2-decoders-only": "v2-decoders-only",
+        "regiongpt-pretrain": "regiongpt-finetune",
+        "regiongpt-finetune": "regiongpt-finetune",
+        "ullava": "ullava",
+    },
+    "visionllm_v1": {
+        "random-init": "v1-from-scratch",
+        "v1-from-scratch": "v1-from-scratch",
+        "pretrained-parts": "v1-stage1",
+        "v1-stage1": "v1-stage2",
+        "v1-stage2": "v1-stage2",
+    },
+}
+UNRECORDED_DEFAULT = {"visionllm": "v2-decoders", "visionllm_v1": "v1-stage2"}
+
+
+def continuing_stage(model_type: str, history: list[str] | None) -> tuple[str, str]:
+    """The stage to continue a checkpoint with, and why (for the message `visionllm-hf train` prints)."""
+    if not history or history[-1] not in CONTINUING_STAGE[model_type]:
+        stage = UNRECORDED_DEFAULT[model_type]
+        return stage, f"the checkpoint records no training history, so the default '{stage}'"
+    stage = CONTINUING_STAGE[model_type][history[-1]]
+    return stage, f"the checkpoint's history is {' -> '.join(history)}, so '{stage}' continues it"
+
+
 ALWAYS_FROZEN = re.compile(r"^decoders\.[^.]+\.vae\.")  # the diffusion decoders' VAE (SD, InstructPix2Pix)
 
 
@@ -173,5 +208,6 @@ __all__ = [
     "StagePreset",
     "apply_stage",
     "build_optimizer",
+    "continuing_stage",
     "module_group",
 ]

@@ -12,7 +12,6 @@ file is read and checked (see `data_checks.py`), so bad input fails in seconds, 
 """
 
 import dataclasses
-import math
 import shlex
 import sys
 import time
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import torch
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
@@ -34,8 +34,9 @@ from ..processing.processing_visionllm_v1 import VisionLLMv1Processor
 from .collator import VisionLLMCollator
 from .data import CocoSource, ConversationSource, GenerationSource, MixedTaskDataset, ReferringSource
 from .data_checks import check_source, raise_for_problems
+from .data_specs import SOURCE_OPTIONS, parse_data_spec_text, split_data_spec  # noqa: F401 (re-exported)
 from .lora import save_adapter
-from .stages import STAGES, apply_stage, build_optimizer
+from .stages import STAGES, apply_stage, build_optimizer, continuing_stage
 from .trainer import VisionLLMTrainer
 from .v1_data import V1DetectionSource, VisionLLMv1Collator
 
@@ -45,13 +46,6 @@ SOURCES = {
     "referring": ReferringSource,
     "generation": GenerationSource,
     "v1detection": V1DetectionSource,  # VisionLLM v1 checkpoints only
-}
-SOURCE_OPTIONS = {  # format -> the options its spec takes besides images= and ratio=, with their types
-    "conversation": {"task": str},
-    "coco": {"task": str, "max_categories": int},
-    "referring": {"task": str, "category_set": str},
-    "generation": {"task": str},
-    "v1detection": {"max_categories": int},
 }
 
 
@@ -64,7 +58,14 @@ class VisionLLMTrainArguments:
             "FORMAT: conversation, coco, referring, generation (VisionLLM v2 checkpoints), v1detection (v1)"
         }
     )
-    stage: str = field(default="v2-decoders", metadata={"help": f"one of {sorted(STAGES)}"})
+    stage: str | None = field(
+        default=None,
+        metadata={
+            "help": f"one of {sorted(STAGES)}; by default the stage that continues the checkpoint's "
+            "training_history (from-scratch for a model trained from random weights, the papers' next stage "
+            "otherwise)"
+        },
+    )
     samples_per_epoch: int | None = field(default=None, metadata={"help": "batches per epoch (default: data size)"})
     max_length: int | None = field(default=None, metadata={"help": "truncate longer training sequences"})
     learning_rate_scale: float = field(
@@ -82,44 +83,10 @@ class VisionLLMTrainArguments:
 
 def parse_data_spec(spec: str):
     """`coco=ann.json,images=dir,task=detection,ratio=2` -> (source, ratio); the source reads and checks its file."""
-    kind, path, settings = split_data_spec(spec)
-    ratio = _spec_number(spec, "ratio", settings.pop("ratio", "1"), float)
-    if not math.isfinite(ratio) or ratio < 0:
-        raise ValueError(f"data spec '{spec}': ratio={ratio} must be a finite number >= 0")
-    images = settings.pop("images", None)
-    if images is not None and not Path(images).is_dir():
-        raise ValueError(f"data spec '{spec}': the image folder images={images} does not exist")
-    if kind in ("coco", "v1detection") and images is None:
-        raise ValueError(f"data spec '{spec}': COCO data needs images=DIR (the folder of the file_names)")
-    options = {key: _spec_number(spec, key, value, SOURCE_OPTIONS[kind][key]) for key, value in settings.items()}
-    if kind == "v1detection":  # V1DetectionSource reads without checking: check the file as COCO detection data
-        raise_for_problems(check_source("coco", path, images, task="detection"))
-    return SOURCES[kind](path, images, **options), ratio
-
-
-def split_data_spec(spec: str) -> tuple[str, str, dict[str, str]]:
-    """`coco=ann.json,images=dir` -> `("coco", "ann.json", {"images": "dir"})`, unknown options refused."""
-    first, *options = spec.split(",")
-    kind, _, path = first.partition("=")
-    if kind not in SOURCES or not path:
-        raise ValueError(f"data spec '{spec}' must start with one of {sorted(SOURCES)}=PATH")
-    malformed = [option for option in options if "=" not in option or not option.partition("=")[2]]
-    if malformed:
-        raise ValueError(f"data spec '{spec}': option '{malformed[0]}' is not KEY=VALUE")
-    settings = dict(option.split("=", 1) for option in options)
-    known = {"images", "ratio", *SOURCE_OPTIONS[kind]}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise ValueError(f"data spec '{spec}': {kind} data takes no option '{unknown[0]}'; it takes {sorted(known)}")
-    return kind, path, settings
-
-
-def _spec_number(spec: str, key: str, value: str, kind: type):
-    try:
-        return kind(value)
-    except ValueError:
-        wanted = "an integer" if kind is int else "a number"
-        raise ValueError(f"data spec '{spec}': {key}={value} is not {wanted}") from None
+    parsed = parse_data_spec_text(spec)
+    if parsed.format == "v1detection":  # V1DetectionSource reads without checking: check the file as COCO data
+        raise_for_problems(check_source("coco", parsed.path, parsed.images, task="detection"))
+    return SOURCES[parsed.format](parsed.path, parsed.images, **parsed.options), parsed.ratio
 
 
 def check_stage(stage: str):
@@ -152,12 +119,64 @@ def check_sources_fit_stage(sources, stage: str):
 
 
 def read_data(options: "VisionLLMTrainArguments") -> tuple[list, list[float]]:
-    """Checks the stage and `--model`, then reads and checks every `--data` spec: all before any model loads."""
-    check_stage(options.stage)
+    """
+    Before any model loads: checks `--model` and reads its config (a local folder's; a hub id's is read only
+    when the stage must be picked from it), picks or checks the stage, reads and checks every `--data` spec,
+    and checks the pose data's keypoints against the checkpoint's. Returns the sources and their ratios.
+    """
     check_model_reference(options.model)
+    config = AutoConfig.from_pretrained(options.model) if options.stage is None or Path(options.model).is_dir() else None
+    if options.stage is None:
+        options.stage, why = continuing_stage(config.model_type, config.training_history)
+        print(f"--stage {options.stage}: {why} (pass --stage to choose another)")
+    check_stage(options.stage)
     sources, ratios = zip(*(parse_data_spec(spec) for spec in options.data))
     check_sources_fit_stage(sources, options.stage)
+    if config is not None:
+        if STAGES[options.stage].model_type != config.model_type:
+            raise ValueError(f"--stage {options.stage} is for {STAGES[options.stage].model_type} checkpoints, but "
+                             f"{options.model} is a {config.model_type} checkpoint")
+        keypoint_names_for(sources, config)
     return list(sources), list(ratios)
+
+
+def keypoint_names_for(sources, config) -> list[str] | None:
+    """
+    The keypoint names the model must predict for the pose data: the checkpoint's own, then every name the
+    data's categories add (the keypoint decoder then grows new keypoint-name queries, see
+    `grow_keypoint_decoder`). Each pose source is told the names, so its targets follow them by name.
+    """
+    pose_sources = [source for source in sources if isinstance(source, CocoSource) and source.task == "pose"]
+    if not pose_sources:
+        return None
+    if "keypoint" not in (config.routing_decoders or {}).values():
+        raise ValueError("the data has pose samples but the checkpoint has no keypoint decoder ([POSE])")
+    names = list(config.keypoint_names)
+    for source in pose_sources:
+        names += [name for name in source.keypoint_names_in_data(names) if name not in names]
+    for source in pose_sources:
+        source.use_keypoint_names(names)
+    return names
+
+
+def grow_keypoint_decoder(model, names: list[str]):
+    """
+    Give the keypoint decoder a keypoint-name query for every name in `names` (the checkpoint's names first, in
+    their order, then the data's new ones). A new name's query starts at the mean of the trained ones plus
+    small noise, so new keypoints start where keypoints usually are and can still be told apart.
+    """
+    old = list(model.config.keypoint_names)
+    if names == old:
+        return
+    decoder = next(model.decoders[name] for name, kind in model.config.routing_decoders.items() if kind == "keypoint")
+    trained = decoder.keypoint_names.weight.detach()
+    grown = torch.nn.Embedding(len(names), trained.shape[1]).to(trained.device, trained.dtype)
+    with torch.no_grad():
+        grown.weight.copy_(trained.mean(0) + 0.02 * trained.std(0) * torch.randn(len(names), trained.shape[1]))
+        grown.weight[: len(old)] = trained
+    decoder.keypoint_names = grown
+    model.config.keypoint_names = list(names)
+    print(f"the keypoint decoder now predicts {len(names)} keypoints: added {names[len(old):]} from the data")
 
 
 def make_parser() -> HfArgumentParser:
@@ -207,6 +226,10 @@ def train(argv: list[str]) -> Path:
         sources, ratios, batch_size=group_batch_size, length=options.samples_per_epoch, seed=training_args.seed,
     )
     model, processor, collator = load_for_training(options)
+    keypoint_names = keypoint_names_for(sources, model.config)
+    if keypoint_names is not None:
+        grow_keypoint_decoder(model, keypoint_names)
+    model.config.training_history = [*(model.config.training_history or []), options.stage]  # saved with it
     model = apply_stage(model, options.stage)
     preset = STAGES[options.stage]
     started = time.time()
@@ -214,7 +237,10 @@ def train(argv: list[str]) -> Path:
     def card_kwargs(state) -> dict:
         stage = {
             "name": options.stage, "description": preset.description, "steps": state.global_step,
-            "learning_rates": preset.learning_rates, "lora": preset.lora,
+            "learning_rates": {
+                group: rate * options.learning_rate_scale for group, rate in preset.learning_rates.items()
+            },  # as trained: the preset's rates times --learning_rate_scale
+            "lora": preset.lora,
         }
         return {
             "model_name": Path(training_args.output_dir).name, "stages": [stage], "datasets": list(options.data),
