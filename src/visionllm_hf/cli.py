@@ -119,6 +119,15 @@ def predict(args: argparse.Namespace) -> int:
         raise SystemExit(f"visionllm-hf predict: {error}") from None
 
 
+def validate_data(args: argparse.Namespace) -> int:
+    from .trainer.data_report import describe_data
+
+    report, errors = describe_data(args.data)
+    print(report)
+    print("no problem found: train and eval read it all" if not errors else f"{errors} error(s): fix them first")
+    return 0 if not errors else 1
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visionllm-hf", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +167,15 @@ def make_parser() -> argparse.ArgumentParser:
     eval_parser.add_argument("--batch-size", type=int, default=8)
     eval_parser.add_argument("--out", help="JSON file for the metrics (default: eval_results.json next to the data)")
     eval_parser.set_defaults(handler=evaluate)
+
+    validate_parser = commands.add_parser(
+        "validate-data", help="what your --data specs hold and every problem in them, without a model (seconds)"
+    )
+    validate_parser.add_argument(
+        "--data", nargs="+", required=True, metavar="FORMAT=PATH[,images=DIR][,task=TASK]",
+        help="the specs train and eval take: coco, referring, conversation, generation, v1detection",
+    )
+    validate_parser.set_defaults(handler=validate_data)
 
     from .processing.tasks import TASKS
 

@@ -163,9 +163,11 @@ class Evaluator:
 
     def pose(self) -> dict[str, float]:
         """
-        Keypoint AP over the categories whose keypoint names are the model's (`config.keypoint_names`); OKS sigmas
-        are COCO's for the 17 COCO keypoints and `keypoint_sigma` for other sets. Other categories are skipped,
-        and said so in `not_scored`.
+        Keypoint AP over the categories whose keypoint names the model predicts (all among
+        `config.keypoint_names`, as training grows them): each category is scored on its own keypoints, taken from
+        the model's by name; OKS sigmas are COCO's for the 17 COCO keypoints and `keypoint_sigma` for other sets.
+        Categories with another keypoint set are grouped (COCOeval needs one set per run) and AP is the mean over
+        all scored categories, as COCO averages over categories. Other categories are skipped, and said so.
         """
         if "keypoint" not in self.decoders:
             return self._skip(KEYPOINT_METRICS, "the model has no keypoint decoder ([POSE])")
@@ -174,30 +176,36 @@ class Evaluator:
             return self._skip(KEYPOINT_METRICS, self.data.coco_skipped.get("pose", "no COCO file with keypoints"))
         names = list(self.model.config.keypoint_names)
         scored, skipped = pose_categories(data.coco, names)
-        if not scored:
-            self._skip(KEYPOINT_METRICS, f"no category has the model's {len(names)} keypoints ({_listed(names)})")
         if skipped:
             self.not_scored["keypoint AP (skipped categories)"] = "; ".join(
                 f"{_listed([repr(name) for name in categories])}: {reason}" for reason, categories in skipped.items()
             )
         if not scored:
-            return {}
-        requests = self._pose_requests(data, scored)
+            return self._skip(KEYPOINT_METRICS, f"no category has keypoints the model predicts ({_listed(names)})")
+        requests = self._pose_requests(data, set(scored))
         if not requests:
             return self._skip(KEYPOINT_METRICS, "no annotation of the scored categories has keypoints in the "
                               "evaluated images")
-        fill_missing_keypoints(data.coco, scored, len(names))
-        results = []
-        for request, output in zip(requests, self._generate(requests, "pose")):
-            for obj in output["objects"]:
-                if obj["routing"] == "[POSE]" and obj["keypoints"] is not None:
-                    flat = [v for x, y, visible in obj["keypoints"] for v in (x, y, 2 if visible > 0.5 else 0)]
-                    results.append({"image_id": request["image_id"], "category_id": request["category_id"],
-                                    "keypoints": flat, "score": obj["score"]})
-        sigmas = None if names == COCO_KEYPOINTS else [self.keypoint_sigma] * len(names)
-        scores = coco_average_precision(data.coco, results, "keypoints", keypoint_sigmas=sigmas,
-                                        category_ids=sorted(scored))
-        return {"keypoint AP": scores["AP"], "keypoint AP50": scores["AP50"]}
+        outputs = self._generate(requests, "pose")
+        by_set: dict[tuple, list[int]] = {}
+        for category_id, indices in scored.items():
+            by_set.setdefault(tuple(indices), []).append(category_id)
+        totals = {"AP": 0.0, "AP50": 0.0}
+        for indices, category_ids in by_set.items():
+            fill_missing_keypoints(data.coco, set(category_ids), len(indices))
+            results = [
+                {"image_id": request["image_id"], "category_id": request["category_id"], "score": obj["score"],
+                 "keypoints": [v for i in indices for v in (*obj["keypoints"][i][:2], 2 if obj["keypoints"][i][2] > 0.5 else 0)]}
+                for request, output in zip(requests, outputs) if request["category_id"] in category_ids
+                for obj in output["objects"] if obj["routing"] == "[POSE]" and obj["keypoints"] is not None
+            ]
+            set_names = [names[i] for i in indices]
+            sigmas = None if set_names == COCO_KEYPOINTS else [self.keypoint_sigma] * len(indices)
+            scores = coco_average_precision(data.coco, results, "keypoints", keypoint_sigmas=sigmas,
+                                            category_ids=sorted(category_ids))
+            for key in totals:
+                totals[key] += scores[key] * len(category_ids) / len(scored)
+        return {"keypoint AP": totals["AP"], "keypoint AP50": totals["AP50"]}
 
     def _pose_requests(self, data: CocoData, category_ids: set) -> list[dict]:
         """One forced `<class> [POSE].` per image and scored category with keypoint annotations there."""
@@ -329,33 +337,37 @@ class Evaluator:
         return {name: round(value, 4) for name, value in metrics.items()}
 
 
-def pose_categories(coco, names: list[str]) -> tuple[set, dict[str, list[str]]]:
+def pose_categories(coco, names: list[str]) -> tuple[dict[int, list[int]], dict[str, list[str]]]:
     """
-    The ids of the categories whose keypoints are `names`, and the others by why they are skipped (`{reason:
-    [category names]}`). A category that names no keypoints is read by position as `names` when its annotations
-    have as many (as training does).
+    The categories the model's keypoints (`names`) cover, each with the indices of its own keypoints among the
+    model's, in the category's order; and the others by why they are skipped (`{reason: [category names]}`).
+    A category that names no keypoints is read by position as `names` when its annotations have as many (as
+    training does).
     """
-    scored, skipped = set(), {}
+    scored, skipped = {}, {}
     for category in coco.loadCats(coco.getCatIds()):
-        reason = _pose_skip_reason(coco, category, names)
+        indices, reason = _pose_keypoint_indices(coco, category, names)
         if reason is None:
-            scored.add(category["id"])
+            scored[category["id"]] = indices
         else:
             skipped.setdefault(reason, []).append(category["name"])
     return scored, skipped
 
 
-def _pose_skip_reason(coco, category: dict, names: list[str]) -> str | None:
+def _pose_keypoint_indices(coco, category: dict, names: list[str]) -> tuple[list[int] | None, str | None]:
     declared = category.get("keypoints") or None
     if declared is not None:
-        return None if list(declared) == names else f"other keypoints ({_listed(list(map(str, declared)))})"
+        unknown = [str(name) for name in declared if name not in names]
+        if unknown:
+            return None, f"keypoints the model does not predict ({_listed(unknown)})"
+        return [names.index(name) for name in declared], None
     annotated = [a for a in coco.loadAnns(coco.getAnnIds(catIds=category["id"])) if a.get("num_keypoints", 0)]
     if not annotated:
-        return "no keypoints"
+        return None, "no keypoints"
     counts = sorted({len(a.get("keypoints", [])) // 3 for a in annotated})
     if counts != [len(names)]:
-        return f"no keypoint names, and {'/'.join(map(str, counts))} keypoints per annotation, not {len(names)}"
-    return None
+        return None, f"no keypoint names, and {'/'.join(map(str, counts))} keypoints per annotation, not {len(names)}"
+    return list(range(len(names))), None
 
 
 def _listed(items: list[str], limit: int = 8) -> str:

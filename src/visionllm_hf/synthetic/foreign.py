@@ -6,7 +6,7 @@ does not use, for the tests and the bench that train and evaluate on "your data"
 - instance masks as COCO polygons, flat (`[x1, y1, x2, y2, ...]`) for some annotations and nested
   (`[[x1, y1, ...]]`) for others, or compressed RLE; shapes never overlap, so each polygon is the visible mask;
 - referring expressions in `expressions.jsonl` (not `referring.jsonl`), masks as flat polygons or as binary
-  mask PNGs under `masks/`;
+  mask PNGs under `pics/masks/` (mask paths are relative to the image folder);
 - counting questions in `chat.json` without `"task"` tags; images in `pics/`.
 """
 
@@ -32,7 +32,7 @@ def write_foreign_dataset(root: str | Path, num_images: int, seed: int = 0, size
     module docstring. Returns the paths (`root`, `images`, `instances`, `referring`, `conversations`).
     """
     root = Path(root)
-    for folder in ("pics", "annotations", "masks"):
+    for folder in ("pics", "pics/masks", "annotations"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     ids = {category["name"]: category["id"] for category in FOREIGN_CATEGORIES}
     images, annotations, referring, conversations = [], [], [], []
@@ -79,7 +79,7 @@ def _expression(root: Path, number: int, scene: Scene, shape, image_name: str) -
     record = {"image": image_name, "expression": scene.describe(shape), "box": shape.box(), "category": shape.kind}
     if number % 2:
         mask_name = f"masks/{Path(image_name).stem}_{number}.png"
-        Image.fromarray(shape.mask.astype(np.uint8) * 255).save(root / mask_name)
+        Image.fromarray(shape.mask.astype(np.uint8) * 255).save(root / "pics" / mask_name)
         record["mask"] = mask_name
     else:
         record["mask"] = [round(value, 2) for point in shape.polygon() for value in point]
