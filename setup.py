@@ -44,7 +44,10 @@ setup(
         "demo": ["scikit-image"],  # real photos for the demo
         "diffusion": ["diffusers>=0.30"],  # [GEN] / [EDIT] decoders
         "evaluate": ["evaluate", "datasets"],
-        "test": ["pytest>=8", "timm>=1.0", "datasets", "deepspeed", "evaluate", "scikit-image", "diffusers>=0.30"],
+        "test": [
+            "pytest>=8", "timm>=1.0", "datasets", "deepspeed", "evaluate", "scikit-image", "diffusers>=0.30",
+            "supervision",  # predict's results go to supervision.Detections.from_transformers unchanged (tested)
+        ],
     },
     entry_points={"console_scripts": ["visionllm-hf=visionllm_hf.cli:main"]},
 )

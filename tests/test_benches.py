@@ -20,7 +20,8 @@ def run_bench(name: str, *arguments: str) -> str:
 
 
 def test_every_bench_has_a_smoke_test():
-    tested = {"vs_llava.py", "superlink.py", "v1_decoding.py", "learning.py", "v1_learning.py"}
+    tested = {"vs_llava.py", "superlink.py", "v1_decoding.py", "learning.py", "v1_learning.py", "predict.py",
+              "your_data.py"}
     assert {path.name for path in BENCHES.glob("*.py")} == tested
 
 
@@ -44,6 +45,13 @@ def test_v1_decoding_smoke_decodes_in_parallel():
     assert re.search(r"parallel .*1 forward.*ms", out) and re.search(r"speed-up: \d+\.\dx", out)
 
 
+def test_predict_smoke_reports_images_per_second_at_batch_1_and_8():
+    out = run_bench("predict.py")
+    rates = dict(re.findall(r"^\s+(\d+)\s+(\d+\.\d+)$", out, re.M))
+    assert sorted(rates) == ["1", "8"] and all(float(rate) > 0 for rate in rates.values()), out
+    assert re.search(r"^batch 8 / batch 1: \d+\.\d+x$", out, re.M)
+
+
 @pytest.mark.parametrize("name", ["learning.py", "v1_learning.py"])
 def test_learning_benches_smoke_train_evaluate_and_report(name, tmp_path):
     out = run_bench(name, "--out", str(tmp_path))
@@ -54,3 +62,10 @@ def test_learning_benches_smoke_train_evaluate_and_report(name, tmp_path):
     else:
         assert re.search(r"AP50 \(all categories asked\)\s+\d\.\d{3}", out)
     assert (tmp_path / "metrics.json").is_file()
+
+
+def test_your_data_smoke_compares_zero_shot_with_fine_tuned(tmp_path):
+    out = run_bench("your_data.py", "--out", str(tmp_path))
+    for metric in ("detection AP50", "REC P@0.5", "counting exact match"):
+        assert re.search(rf"^{re.escape(metric)}\s+\d\.\d{{3}}\s+\d\.\d{{3}}$", out, re.M), metric
+    assert re.search(r"^counting, most common\s+\d\.\d{3}$", out, re.M)

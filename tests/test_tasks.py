@@ -100,3 +100,23 @@ def test_default_post_processing_returns_what_a_person_would_draw(tiny):
                     better = [o for o in mine if o["score"] >= candidate["score"]]
                     overlap = box_iou(torch.tensor([candidate["box"]]), torch.tensor([o["box"] for o in better]).view(-1, 4))
                     assert (overlap > 0.5).any()
+
+
+@pytest.mark.parametrize("task", ["detection", "pose", "instance_segmentation", "grounding", "interactive_segmentation",
+                                  "referring_segmentation", "region_caption"])
+def test_every_task_runs_in_bfloat16(task):
+    """What `predict --dtype auto` picks on a GPU: decoders read their images and statistics in their own dtype."""
+    from visionllm_hf.builder import build_tiny
+
+    model, processor = build_tiny(seed=0)
+    model = model.to(torch.bfloat16).eval()
+    regions = [[{"point": [10, 10]}]] if task in ("interactive_segmentation", "region_caption") else None
+    inputs = processor(images=IMAGES[:1], task=task, categories=["circle"], expression="the circle", regions=regions)
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=6)
+    result = processor.post_process_generation(out, target_sizes=[(48, 64)], threshold=0.0)[0]
+    routed = {"detection": "[DET]", "grounding": "[DET]", "instance_segmentation": "[DET]", "pose": "[POSE]"}
+    if task in routed:
+        assert result["objects"] and {o["routing"] for o in result["objects"]} == {routed[task]}
+    elif task != "region_caption":
+        assert [o["routing"] for o in result["objects"]] == ["[SEG]"]

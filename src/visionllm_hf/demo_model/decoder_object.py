@@ -144,7 +144,8 @@ class ObjectDecoder(nn.Module):
         norm, features = self.category_norm, categories.float()
         if self.training and len(categories) > 1:
             return norm(features).to(categories.dtype)
-        standardised = F.batch_norm(features, norm.running_mean, norm.running_var, training=False, eps=norm.eps)
+        running_mean, running_var = norm.running_mean.float(), norm.running_var.float()  # bf16 / fp16 checkpoints
+        standardised = F.batch_norm(features, running_mean, running_var, training=False, eps=norm.eps)
         return standardised.to(categories.dtype)
 
     def _auxiliary_predictions(self, output, attention_mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -129,7 +129,8 @@ def run_decoders(
         indices = [index for index, occurrence in enumerate(occurrences) if occurrence.name == name]
         if not indices:
             continue
-        device = next(decoder.parameters()).device  # device_map may put the decoder elsewhere
+        parameter = next(decoder.parameters())  # device_map may put the decoder elsewhere, in its own dtype
+        device, dtype = parameter.device, parameter.dtype
         prompts = torch.stack([super_link.project(occurrences[index]) for index in indices]).to(device)
         rows = torch.tensor([occurrences[index].row for index in indices], device=device)
         image_features = None
@@ -137,7 +138,7 @@ def run_decoders(
             if decoder_pixel_values is None:
                 raise ValueError(f"the '{name}' decoder reads the image: pass the processor's decoder_pixel_values")
             needed, rows = rows.unique(return_inverse=True)
-            image_features = decoder.encode_images(decoder_pixel_values.to(device)[needed])
+            image_features = decoder.encode_images(decoder_pixel_values.to(device, dtype)[needed])
         extra = {}
         if getattr(decoder, "reads_visual_prompts", False) and visual_prompts is not None:
             extra["visual_prompts"] = _visual_prompts_for(occurrences, indices, visual_prompts)

@@ -92,7 +92,8 @@ class VisionLLMV2RegionEncoder(nn.Module):
         prompt = torch.cat([global_pixels, masks[:, None].to(global_pixels.dtype)], dim=1)
         size = grid * self.total_stride
         if prompt.shape[-1] != size:  # tiles of another size than 14 px per feature cell
-            prompt = F.interpolate(prompt, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            # in float32: antialiased resizing has no half-precision kernel on every device
+            prompt = F.interpolate(prompt.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         return self.convs(prompt.to(self.convs[0].weight.dtype)) + global_maps
 
     def forward(self, global_maps: torch.Tensor, global_pixels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
