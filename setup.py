@@ -9,6 +9,7 @@ setup(
     license="Apache-2.0",
     package_dir={"": "src"},
     packages=find_packages("src"),
+    py_modules=["visionllm_hf_cli"],  # the command's argument parsing: light, so --help answers at once
     package_data={
         "visionllm_hf": [
             "builder/corpus.txt",
@@ -44,10 +45,12 @@ setup(
         "demo": ["scikit-image"],  # real photos for the demo
         "diffusion": ["diffusers>=0.30"],  # [GEN] / [EDIT] decoders
         "evaluate": ["evaluate", "datasets"],
+        "app": ["gradio>=6,<7", "scikit-image"],  # `visionllm-hf app`: the web page and its example photos
         "test": [
             "pytest>=8", "timm>=1.0", "datasets", "deepspeed", "evaluate", "scikit-image", "diffusers>=0.30",
             "supervision",  # predict's results go to supervision.Detections.from_transformers unchanged (tested)
+            "gradio>=6,<7", "selenium>=4.10",  # tests/test_app.py drives the page in Debian's headless chromium
         ],
     },
-    entry_points={"console_scripts": ["visionllm-hf=visionllm_hf.cli:main"]},
+    entry_points={"console_scripts": ["visionllm-hf=visionllm_hf_cli:main"]},
 )

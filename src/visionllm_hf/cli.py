@@ -1,4 +1,4 @@
-"""`visionllm-hf` command line: `build` checkpoints and run the `demo`."""
+"""What each `visionllm-hf` command does, once `visionllm_hf_cli` has parsed its arguments."""
 
 import argparse
 import sys
@@ -65,9 +65,22 @@ def _print_counts(title: str, counts: dict[str, int]):
         print(f"  {name:<14}{value:>16,d}  ({value / 1e6:,.1f} M)")
 
 
+def checked_model(model: str | None) -> str | None:
+    """`--model` as given, after checking it names a checkpoint folder or a hub id (before anything loads)."""
+    from .argument_checks import check_model_reference
+
+    if model is not None:
+        try:
+            check_model_reference(model)
+        except ValueError as error:
+            raise SystemExit(f"visionllm-hf: {error}") from None
+    return model
+
+
 def demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    checked_model(args.model)
     run_demo(Path(args.out), model_path=args.model)
     return 0
 
@@ -80,15 +93,24 @@ def evaluate(args: argparse.Namespace) -> int:
 
     from .evaluation import EvaluationData, Evaluator, format_table
 
+    if (args.model is None) == (args.predictions is None):
+        raise SystemExit("eval: give --model (run a checkpoint) or --predictions (score predict's output), not both")
+    if args.model is not None:
+        checked_model(args.model)
     data = EvaluationData(args.data if len(args.data) > 1 else args.data[0], max_images=args.max_images)
     out = Path(args.out) if args.out else data.default_output()
-    if not args.out and Path(args.model).is_dir() and out.resolve().parent == Path(args.model).resolve():
+    if not args.out and args.model and Path(args.model).is_dir() and out.resolve().parent == Path(args.model).resolve():
         raise SystemExit(f"the data lies in the model folder {args.model}: give --out FILE for the metrics")
-    model = AutoModel.from_pretrained(args.model, trust_remote_code=True)
-    processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
-    evaluator = Evaluator(model, processor, data, batch_size=args.batch_size)
-    metrics = evaluator.run()
-    print(format_table(metrics, evaluator.not_scored))
+    if args.predictions is not None:
+        from .evaluation.from_predictions import score_predictions
+
+        metrics, not_scored = score_predictions(args.predictions, data)
+    else:
+        model = AutoModel.from_pretrained(args.model, trust_remote_code=True)
+        processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
+        evaluator = Evaluator(model, processor, data, batch_size=args.batch_size)
+        metrics, not_scored = evaluator.run(), evaluator.not_scored
+    print(format_table(metrics, not_scored))
     out.write_text(json.dumps(metrics, indent=2))
     print(f"metrics written to {out}")
     return 0
@@ -106,6 +128,7 @@ def predict(args: argparse.Namespace) -> int:
     """Runs a checkpoint over your images; the exit code is 1 when any image failed (see errors.jsonl)."""
     from .prediction import GenerationSettings, run_prediction
 
+    checked_model(args.model)
     settings = GenerationSettings(args.max_tiles, args.max_new_tokens, args.threshold, args.nms_threshold)
     categories = [name.strip() for name in args.categories.split(",") if name.strip()] if args.categories else None
     try:
@@ -128,95 +151,38 @@ def validate_data(args: argparse.Namespace) -> int:
     return 0 if not errors else 1
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="visionllm-hf", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def app(args: argparse.Namespace) -> int:
+    """Serves the page until stopped (Ctrl-C); gradio, the `app` extra, is imported only here."""
+    checked_model(args.model)
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise SystemExit("visionllm-hf app needs gradio: pip install 'visionllm-hf[app]'") from None
+    from .app import launch_app
 
-    build_parser = commands.add_parser("build", help="write a checkpoint: a preset or pretrained parts")
-    build_parser.add_argument("--preset", choices=["tiny", "demo", "tiny-v1", "visionllm-v2"], default="tiny")
-    build_parser.add_argument("--out", help="folder to write the checkpoint to")
-    build_parser.add_argument("--meta", action="store_true", help="only count parameters, on the meta device")
-    build_parser.add_argument("--vision", help="hub id or folder of the pretrained vision tower")
-    build_parser.add_argument("--llm", help="hub id or folder of the pretrained causal LM")
-    build_parser.add_argument("--tokenizer", help="hub id or folder of the tokenizer (defaults to --llm)")
-    build_parser.add_argument("--diffusion", help="Stable Diffusion pipeline (hub id or folder) for a [GEN] decoder")
-    build_parser.add_argument("--edit", help="InstructPix2Pix pipeline (hub id or folder) for an [EDIT] decoder")
-    build_parser.add_argument("--seed", type=int, default=0)
-    build_parser.set_defaults(handler=build)
+    try:
+        launch_app(args.model, host=args.host, port=args.port, device=args.device)
+    except ValueError as error:  # a checkpoint the page cannot run
+        raise SystemExit(f"visionllm-hf app: {error}") from None
+    return 0
 
-    demo_parser = commands.add_parser("demo", help="the shipped demo model on every task, pictures and JSON")
-    demo_parser.add_argument("--out", default="outputs/demo", help="folder for the pictures and results.json")
-    demo_parser.add_argument("--model", help="checkpoint to run (default: the demo model shipped in the package)")
-    demo_parser.set_defaults(handler=demo)
 
-    synth_parser = commands.add_parser("synth", help="write synthetic scenes as COCO / conversation / referring files")
-    synth_parser.add_argument("--out", required=True)
-    synth_parser.add_argument("--num-images", type=int, default=1000)
-    synth_parser.add_argument("--seed", type=int, default=0)
-    synth_parser.add_argument("--size", type=int, default=128)
-    synth_parser.set_defaults(handler=synth)
-
-    eval_parser = commands.add_parser("eval", help="score a checkpoint on your data (a folder or --data specs)")
-    eval_parser.add_argument("--model", required=True)
-    eval_parser.add_argument(
-        "--data", required=True, nargs="+",
-        help="a folder (instances.json, captions.json, conversations.json, referring.jsonl, images/), or one or more "
-        "FORMAT=PATH[,images=DIR][,task=TASK] with FORMAT coco, referring or conversation",
-    )
-    eval_parser.add_argument("--max-images", type=int, help="only the first images of each file")
-    eval_parser.add_argument("--batch-size", type=int, default=8)
-    eval_parser.add_argument("--out", help="JSON file for the metrics (default: eval_results.json next to the data)")
-    eval_parser.set_defaults(handler=evaluate)
-
-    validate_parser = commands.add_parser(
-        "validate-data", help="what your --data specs hold and every problem in them, without a model (seconds)"
-    )
-    validate_parser.add_argument(
-        "--data", nargs="+", required=True, metavar="FORMAT=PATH[,images=DIR][,task=TASK]",
-        help="the specs train and eval take: coco, referring, conversation, generation, v1detection",
-    )
-    validate_parser.set_defaults(handler=validate_data)
-
-    from .processing.tasks import TASKS
-
-    predict_parser = commands.add_parser("predict", help="run a checkpoint over your images, on one machine or many")
-    predict_parser.add_argument("--model", required=True, help="checkpoint folder or hub id")
-    predict_parser.add_argument(
-        "--inputs", required=True,
-        help="a folder or glob of images, a COCO .json, a .jsonl of {image, prompt, regions, categories, expression} "
-        "records, or a datasets dataset (a save_to_disk folder or a hub name)",
-    )
-    predict_parser.add_argument("--task", required=True, type=lambda task: task.replace("-", "_"), choices=list(TASKS))
-    predict_parser.add_argument("--out", required=True, help="folder for predictions.jsonl, errors.jsonl, ...")
-    predict_parser.add_argument("--images", help="folder the image paths of a COCO / JSON-lines file start from")
-    predict_parser.add_argument("--image-column", default="image", help="the dataset column holding the images")
-    predict_parser.add_argument("--split", help="the dataset split")
-    predict_parser.add_argument("--categories", help="comma-separated names to find (default: a COCO input's)")
-    predict_parser.add_argument("--expression", help="what grounding / referring_segmentation find")
-    predict_parser.add_argument("--prompt", help="the question of vqa / prompt")
-    predict_parser.add_argument("--batch-size", type=int, default=8)
-    predict_parser.add_argument("--max-tiles", type=int, help="visual-token budget per image (the processor's default)")
-    predict_parser.add_argument("--max-new-tokens", type=int, default=64)
-    predict_parser.add_argument("--threshold", type=float, default=0.3, help="[DET] / [POSE] score threshold")
-    predict_parser.add_argument("--nms-threshold", type=float, default=0.5, help="NMS IoU (1 keeps every candidate)")
-    predict_parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
-    predict_parser.add_argument("--device", help="default: cuda (this process's GPU) if available, else cpu")
-    predict_parser.add_argument("--resume", action="store_true", help="skip the images already in --out")
-    predict_parser.add_argument("--save-images", action="store_true", help="draw the answers under --out/images/")
-    predict_parser.set_defaults(handler=predict)
-
-    commands.add_parser("train", help="fine-tune on your data (see `visionllm-hf train --help`)")
-    return parser
+HANDLERS = {
+    "build": build,
+    "demo": demo,
+    "synth": synth,
+    "validate-data": validate_data,
+    "eval": evaluate,
+    "predict": predict,
+    "app": app,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:  # TrainingArguments flags are parsed by transformers' HfArgumentParser
-        from .trainer.train import main as train_main
+    """The `visionllm-hf` command (its arguments are parsed in `visionllm_hf_cli`, which answers `--help` fast)."""
+    from visionllm_hf_cli import main as parse_and_run
 
-        return train_main(argv[1:])
-    args = make_parser().parse_args(argv)
-    return args.handler(args)
+    return parse_and_run(argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from .image_processing_visionllm import VisionLLMImagesKwargs, flatten_images
 from .regions import is_region, rasterize_region
 from .post_processing import post_process_generation
 from .special_tokens import IMAGE_TOKEN, QUERY_TOKEN, REGION_TOKEN, ROUTING_TOKENS
-from .tasks import task_request
+from .tasks import NEEDS_NO_IMAGE, task_request
 
 NO_ANSWER = -100  # pads the rows of `forced_answer_ids` (the model's `answer_forcing.py` reads them)
 
@@ -80,7 +80,8 @@ class VisionLLMProcessor(ProcessorMixin):
             task (`str`, *optional*):
                 Ask a task by name instead of writing the prompt (see `tasks.py`): `caption`, `vqa`, `detection`,
                 `instance_segmentation`, `pose`, `grounding`, `referring_segmentation`, `region_caption`,
-                `region_classification`, `interactive_segmentation`, `prompt`. The prompt is the chat template
+                `region_classification`, `interactive_segmentation`, `text_to_image`, `image_editing`, `prompt`.
+                The prompt is the chat template
                 around the task's instruction (one sample per image), and perception tasks add
                 `forced_answer_ids`, the answer structure `generate` then follows (`cat [DET], dog [DET].`).
             categories (`list[str]` or one list per sample, *optional*): what `detection`, `instance_segmentation`
@@ -149,10 +150,13 @@ class VisionLLMProcessor(ProcessorMixin):
 
     def _task_inputs(self, task, images, text, regions, categories, expression, **kwargs) -> BatchFeature:
         """The inputs of a task asked by name: one chat prompt per sample and, for perception, its forced answer."""
-        if images is None:
+        if images is None and task not in NEEDS_NO_IMAGE:
             raise ValueError(f"task '{task}' needs images (one per sample)")
-        per_sample = images if isinstance(images, (list, tuple)) else [images]
-        per_sample = [list(item) if isinstance(item, (list, tuple)) else [item] for item in per_sample]
+        if images is None:  # text to image: one sample per prompt
+            per_sample = [[] for _ in ([text] if isinstance(text, str) else text or [None])]
+        else:
+            per_sample = images if isinstance(images, (list, tuple)) else [images]
+            per_sample = [list(item) if isinstance(item, (list, tuple)) else [item] for item in per_sample]
         count = len(per_sample)
         region_counts = [0] * count if regions is None else [len(flatten_images(item)) for item in regions]
         if len(region_counts) != count:
@@ -174,7 +178,7 @@ class VisionLLMProcessor(ProcessorMixin):
                 question = " ".join([REGION_TOKEN] * regions_here) + " " + question
             content = [{"type": "image"} for _ in sample_images] + [{"type": "text", "text": question}]
             prompts.append(self.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True))
-        inputs = self(images=per_sample, text=prompts, regions=regions, **kwargs)
+        inputs = self(images=per_sample if images is not None else None, text=prompts, regions=regions, **kwargs)
         answers = [self.answer_token_ids(request.answer) if request.answer else [] for request in requests]
         if any(answers):
             width = max(map(len, answers))

@@ -18,18 +18,20 @@ def coco_average_precision(
     iou_type: str,
     keypoint_sigmas: list[float] | None = None,
     category_ids: list[int] | None = None,
+    image_ids: list | None = None,
 ) -> dict[str, float]:
     """
     COCOeval over `results` (COCO result format: `bbox` xywh, `segmentation` RLE or `keypoints`, `score`,
-    `category_id`, `image_id`), over `category_ids` only when given. Returns `AP` (0.50:0.95) and `AP50`; zeros
-    when there are no results.
+    `category_id`, `image_id`), over `category_ids` only when given, and over `image_ids` (default: every image
+    of `ground_truth`, so an image without results counts its missed objects). Returns `AP` (0.50:0.95) and
+    `AP50`; zeros when there are no results.
     """
     if not results:
         return {"AP": 0.0, "AP50": 0.0}
     with contextlib.redirect_stdout(io.StringIO()):
         predictions = ground_truth.loadRes(results)
         evaluator = COCOeval(ground_truth, predictions, iou_type)
-        evaluator.params.imgIds = sorted({r["image_id"] for r in results})
+        evaluator.params.imgIds = sorted(ground_truth.getImgIds() if image_ids is None else image_ids)
         if category_ids is not None:
             evaluator.params.catIds = list(category_ids)
         if keypoint_sigmas is not None:

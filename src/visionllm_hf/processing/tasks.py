@@ -51,6 +51,11 @@ RES_TEMPLATES = [
     "Please segment {expression}.",
     "Can you give the mask of {expression}?",
 ]
+GENERATION_TEMPLATES = [
+    "Please generate an image of {prompt}",
+    "Draw this for me: {prompt}",
+    "Can you create a picture of {prompt}",
+]
 
 TASKS = {  # task -> what it needs besides the image
     "caption": (),
@@ -64,7 +69,10 @@ TASKS = {  # task -> what it needs besides the image
     "region_caption": ("regions",),
     "region_classification": ("regions",),
     "interactive_segmentation": ("regions",),
+    "text_to_image": ("prompt",),  # no image: [GEN] draws one
+    "image_editing": ("prompt",),  # the instruction; [EDIT] edits the image
 }
+NEEDS_NO_IMAGE = ("text_to_image",)
 
 
 @dataclass
@@ -91,7 +99,8 @@ def task_request(
         task (`str`): one of `TASKS`; `task.replace("-", "_")` is accepted too (`instance-segmentation`).
         categories (`list[str]`): what to find, for `detection`, `instance_segmentation` and `pose`.
         expression (`str`): the object to ground (`grounding`) or segment (`referring_segmentation`).
-        prompt (`str`): the question of `vqa` / `prompt`.
+        prompt (`str`): the question of `vqa` / `prompt`, what `text_to_image` draws, or the instruction of
+            `image_editing`.
         num_regions (`int`): the `<region>`s of the image (region tasks need at least one).
     """
     task = task.replace("-", "_")
@@ -118,6 +127,10 @@ def task_request(
         return TaskRequest(pick(RES_TEMPLATES).format(expression=expression), f"{expression} [SEG].")
     if task == "interactive_segmentation":
         return TaskRequest(pick(INTERACTIVE_TEMPLATES), "[SEG].")
+    if task == "text_to_image":
+        return TaskRequest(pick(GENERATION_TEMPLATES).format(prompt=prompt), f"{prompt.rstrip('.')} [GEN].")
+    if task == "image_editing":
+        return TaskRequest(prompt, f"{prompt.rstrip('.')} [EDIT].")
     if task == "region_caption":
         return TaskRequest(region_caption_prompt(num_regions, rng=rng))
     return TaskRequest(region_classification_prompt(rng=rng))
@@ -133,7 +146,9 @@ _EXAMPLES = {
 __all__ = [
     "CAPTION_TEMPLATES",
     "DETECTION_TEMPLATES",
+    "GENERATION_TEMPLATES",
     "INTERACTIVE_TEMPLATES",
+    "NEEDS_NO_IMAGE",
     "POSE_TEMPLATES",
     "REC_TEMPLATES",
     "RES_TEMPLATES",

@@ -29,6 +29,7 @@ from ..data_formats import decode_mask
 from ..processing.tasks import (  # noqa: F401 (the templates are shared with inference, re-exported here)
     CAPTION_TEMPLATES,
     DETECTION_TEMPLATES,
+    GENERATION_TEMPLATES,
     INTERACTIVE_TEMPLATES,
     POSE_TEMPLATES,
     REC_TEMPLATES,
@@ -52,11 +53,6 @@ from .data_checks import (
     read_json_lines,
 )
 
-GENERATION_TEMPLATES = [
-    "Please generate an image of {prompt}",
-    "Draw this for me: {prompt}",
-    "Can you create a picture of {prompt}",
-]
 
 
 def conversation_sample(question: str, answer: str, images: list, task: str, **extra) -> dict:

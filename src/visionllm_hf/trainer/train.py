@@ -15,16 +15,15 @@ import dataclasses
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import torch
 from huggingface_hub import HfApi
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 from transformers import AutoConfig, HfArgumentParser, TrainerCallback, TrainingArguments
+from visionllm_hf_cli import train_options_parser
 
+from ..argument_checks import check_model_reference
 from ..builder.checkpoint import save_checkpoint
 from ..builder.diffusion import CaptionFeatures
 from ..model_cards import render_model_card
@@ -49,38 +48,6 @@ SOURCES = {
 }
 
 
-@dataclass
-class VisionLLMTrainArguments:
-    model: str = field(metadata={"help": "checkpoint folder (or hub id) to start from"})
-    data: list[str] = field(
-        metadata={
-            "help": "one or more FORMAT=PATH[,images=DIR][,task=TASK][,ratio=R] after a single --data; "
-            "FORMAT: conversation, coco, referring, generation (VisionLLM v2 checkpoints), v1detection (v1)"
-        }
-    )
-    stage: str | None = field(
-        default=None,
-        metadata={
-            "help": f"one of {sorted(STAGES)}; by default the stage that continues the checkpoint's "
-            "training_history (from-scratch for a model trained from random weights, the papers' next stage "
-            "otherwise)"
-        },
-    )
-    samples_per_epoch: int | None = field(default=None, metadata={"help": "batches per epoch (default: data size)"})
-    max_length: int | None = field(default=None, metadata={"help": "truncate longer training sequences"})
-    learning_rate_scale: float = field(
-        default=1.0, metadata={"help": "multiplies every learning rate of the stage preset (tiny models, short runs)"}
-    )
-    save_merged: bool = field(default=True, metadata={"help": "with LoRA, also save the merged full model"})
-    caption_encoder: str | None = field(
-        default=None,
-        metadata={
-            "help": "Stable Diffusion pipeline (hub id or folder) whose text encoder gives the targets of the "
-            "[GEN]/[EDIT] text-feature loss"
-        },
-    )
-
-
 def parse_data_spec(spec: str):
     """`coco=ann.json,images=dir,task=detection,ratio=2` -> (source, ratio); the source reads and checks its file."""
     parsed = parse_data_spec_text(spec)
@@ -95,21 +62,6 @@ def check_stage(stage: str):
         raise ValueError(f"unknown --stage '{stage}'; choose from {', '.join(sorted(STAGES))}")
 
 
-def check_model_reference(model: str):
-    """`--model` is a checkpoint folder, or else reads as a hub id (`org/name`); a missing folder fails here."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ValueError(f"--model {model} has no config.json: give a checkpoint folder (visionllm-hf build --out)")
-        return
-    if path.exists():
-        raise ValueError(f"--model {model} is a file: give the checkpoint folder (with config.json)")
-    try:
-        validate_repo_id(model)
-    except HFValidationError:
-        raise ValueError(f"--model {model}: no such folder (check the path), and not a hub id (org/name)") from None
-
-
 def check_sources_fit_stage(sources, stage: str):
     """v1detection data goes with VisionLLM v1 stages (and checkpoints), the other formats with v2 ones."""
     is_v1 = STAGES[stage].model_type == "visionllm_v1"
@@ -118,7 +70,7 @@ def check_sources_fit_stage(sources, stage: str):
                          f"is for {STAGES[stage].model_type} models)")
 
 
-def read_data(options: "VisionLLMTrainArguments") -> tuple[list, list[float]]:
+def read_data(options) -> tuple[list, list[float]]:
     """
     Before any model loads: checks `--model` and reads its config (a local folder's; a hub id's is read only
     when the stage must be picked from it), picks or checks the stage, reads and checks every `--data` spec,
@@ -179,8 +131,9 @@ def grow_keypoint_decoder(model, names: list[str]):
     print(f"the keypoint decoder now predicts {len(names)} keypoints: added {names[len(old):]} from the data")
 
 
-def make_parser() -> HfArgumentParser:
-    parser = HfArgumentParser((VisionLLMTrainArguments, TrainingArguments))
+def training_arguments_parser() -> HfArgumentParser:
+    """transformers' TrainingArguments, with this project's defaults."""
+    parser = HfArgumentParser(TrainingArguments)
     parser.set_defaults(
         remove_unused_columns=False,
         lr_scheduler_type="cosine",
@@ -191,6 +144,22 @@ def make_parser() -> HfArgumentParser:
         ddp_find_unused_parameters=False,
     )
     return parser
+
+
+def print_training_arguments_help():
+    """Every TrainingArguments flag (`visionllm-hf train --help-all`), after the project's own options."""
+    print("\ntransformers' TrainingArguments (every flag works):")
+    print(training_arguments_parser().format_help().split("\n", 1)[1])
+
+
+def parse_train_arguments(argv: list[str]):
+    """The project's options (`visionllm_hf_cli.train_options_parser`) and TrainingArguments, from one command line."""
+    options, rest = train_options_parser().parse_known_args(argv)
+    missing = [flag for flag, value in (("--model", options.model), ("--data", options.data)) if not value]
+    if missing:
+        raise SystemExit(f"visionllm-hf train needs {' and '.join(missing)} (visionllm-hf train --help)")
+    (training_args,) = training_arguments_parser().parse_args_into_dataclasses(args=rest)
+    return options, training_args
 
 
 def shipped_deepspeed_config(name: str | None) -> str | None:
@@ -214,7 +183,7 @@ class ModelCardCallback(TrainerCallback):
 
 
 def train(argv: list[str]) -> Path:
-    options, training_args = make_parser().parse_args_into_dataclasses(args=argv)
+    options, training_args = parse_train_arguments(argv)
     if training_args.deepspeed:
         training_args = dataclasses.replace(training_args, deepspeed=shipped_deepspeed_config(training_args.deepspeed))
     group_batch_size = training_args.per_device_train_batch_size
@@ -271,7 +240,7 @@ def train(argv: list[str]) -> Path:
     return output
 
 
-def load_for_training(options: VisionLLMTrainArguments):
+def load_for_training(options):
     """The checkpoint's model, processor and collator: VisionLLM v2 (and RegionGPT / u-LLaVA) or VisionLLM v1."""
     if AutoConfig.from_pretrained(options.model).model_type == "visionllm_v1":
         processor = VisionLLMv1Processor.from_pretrained(options.model)
@@ -301,11 +270,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = [
-    "VisionLLMTrainArguments",
     "check_model_reference",
     "check_stage",
     "main",
     "parse_data_spec",
+    "parse_train_arguments",
+    "print_training_arguments_help",
     "read_data",
     "save_final",
     "shipped_deepspeed_config",
