@@ -71,7 +71,7 @@ def test_cli_trains_20_steps_loss_goes_down_components_logged(data, tmp_path):
     assert len(losses) == 20
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
     logged = set().union(*history)
-    assert {"lm_loss", "det_class", "det_l1", "det_giou"} <= logged
+    assert {"lm_loss", "det_class", "det_l1", "det_giou", "image_token_norm", "image_token_spread"} <= logged
     card = (output / "README.md").read_text()
     assert "v2-decoders" in card and "20 steps" in card and "visionllm-hf train" in card
     assert f"coco={data['coco']}" in card

@@ -22,6 +22,7 @@ from ..processing.templates import parse_category_answer, region_classification_
 from ..trainer.data import DETECTION_TEMPLATES, INTERACTIVE_TEMPLATES, POSE_TEMPLATES, REC_TEMPLATES, RES_TEMPLATES
 from .data import CocoData, EvaluationData, encode_mask
 from .forcing import forced_generation_kwargs
+from .reliance import image_reliance
 from .metrics import (
     accuracy,
     caption_scores,
@@ -60,6 +61,8 @@ class Evaluator:
             yet).
         batch_size (`int`, defaults to 8): samples per `generate` call.
         keypoint_sigma (`float`, defaults to 0.05): OKS sigma for every keypoint of other than the 17 COCO ones.
+        reliance (`bool`, defaults to True): next to each text task's score, its image reliance (see
+            `reliance.py`): how much likelier the reference answer is with the true image than with another one.
 
     After `run()`, `not_scored` maps each metric that could not be scored (and pose categories skipped) to why.
 
@@ -71,12 +74,13 @@ class Evaluator:
     """
 
     def __init__(self, model, processor, data, max_images: int | None = None, batch_size: int = 8,
-                 keypoint_sigma: float = 0.05, progress: bool = True):
+                 keypoint_sigma: float = 0.05, progress: bool = True, reliance: bool = True):
         self.model, self.processor = model.eval(), processor
         self.data = data if isinstance(data, EvaluationData) else EvaluationData(data, max_images)
         self.batch_size = batch_size
         self.keypoint_sigma = keypoint_sigma
         self.progress = progress
+        self.reliance = reliance
         self.not_scored: dict[str, str] = {}
 
     def _skip(self, names: tuple, reason: str) -> dict:
@@ -299,7 +303,8 @@ class Evaluator:
         requests = [{**r, "question": region_classification_prompt(), "regions": [_region(r)]} for r in records]
         answers = [o["text"] for o in self._generate(requests, "region classification")]
         predicted = [parse_category_answer(a, names) for a in answers]
-        return {"region classification accuracy": accuracy(predicted, [r["category"] for r in records])}
+        metrics = {"region classification accuracy": accuracy(predicted, [r["category"] for r in records])}
+        return metrics | self._reliance("region classification", [{**r, "answer": r["category"]} for r in requests])
 
     def _category_names(self, records: list[dict]) -> list[str]:
         """The COCO file's category names (when there is one) and those of the records."""
@@ -314,7 +319,8 @@ class Evaluator:
         if not self.data.counting:
             return self._skip(("counting exact match",), NO_COUNTING)
         answers = [o["text"] for o in self._generate(self.data.counting, "counting")]
-        return {"counting exact match": exact_match(answers, [r["reference"] for r in self.data.counting])}
+        metrics = {"counting exact match": exact_match(answers, [r["reference"] for r in self.data.counting])}
+        return metrics | self._reliance("counting", [{**r, "answer": r["reference"]} for r in self.data.counting])
 
     def captioning(self) -> dict[str, float]:
         """BLEU-4 and CIDEr of a free caption of each image of the COCO captions file."""
@@ -325,7 +331,18 @@ class Evaluator:
         answers = [o["text"] for o in self._generate(requests, "captioning")]
         references = [[a["caption"] for a in data.coco.loadAnns(data.coco.getAnnIds(imgIds=i))]
                       for i in data.image_ids]
-        return {f"caption {k}": v for k, v in caption_scores(answers, references).items()}
+        metrics = {f"caption {k}": v for k, v in caption_scores(answers, references).items()}
+        forced = [{**r, "answer": refs[0]} for r, refs in zip(requests, references) if refs]
+        return metrics | self._reliance("caption", forced)
+
+    def _reliance(self, task: str, requests: list[dict]) -> dict[str, float]:
+        """`{"<task> image reliance": nats per answer token}` (see `reliance.py`), when asked for and computable."""
+        if not self.reliance:
+            return {}
+        value = image_reliance(self.model, self.processor, requests)
+        if value is None:
+            return self._skip((f"{task} image reliance",), "every question is about one image: no other to swap in")
+        return {f"{task} image reliance": value}
 
     def run(self) -> dict[str, float]:
         """Every metric the data and the model support, `{name: value}`; the others in `self.not_scored`."""

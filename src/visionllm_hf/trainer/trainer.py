@@ -5,6 +5,8 @@ from collections import defaultdict
 import torch
 from transformers import Trainer, TrainerCallback
 
+from .diagnostics import image_token_statistics
+
 
 class ComponentLossCallback(TrainerCallback):
     """Adds the mean of every loss component since the last log (`lm_loss`, `box_l1`, ...) to each log line."""
@@ -37,7 +39,9 @@ class VisionLLMTrainer(Trainer):
     - every trainable parameter the batch did not use (a decoder whose routing token is absent, the region
       encoder without regions) enters the loss with weight zero, so DDP and DeepSpeed ZeRO see a gradient for
       every parameter on every rank and never wait for one;
-    - the components are logged through `ComponentLossCallback` (put first so printed logs include them).
+    - the components are logged through `ComponentLossCallback` (put first so printed logs include them), with
+      the image tokens' norm ratio and spread (`diagnostics.py`: a model going blind shows there first; not
+      under ZeRO-3, whose embedding weights are partitioned outside the forward pass).
 
     Use `remove_unused_columns=False`: the batches carry images, regions and decoder targets.
     """
@@ -46,6 +50,8 @@ class VisionLLMTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.component_losses = ComponentLossCallback()
         self.callback_handler.callbacks.insert(0, self.component_losses)
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        self._zero3 = plugin is not None and plugin.zero_stage == 3
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
@@ -54,6 +60,8 @@ class VisionLLMTrainer(Trainer):
         components = {"lm_loss": lm_loss} if lm_loss is not None else {}
         components.update(getattr(outputs, "decoder_losses", None) or {})
         if model.training:
+            if not self._zero3:
+                components.update(image_token_statistics(self.accelerator.unwrap_model(model), inputs, outputs))
             self.component_losses.add(components)
         return (loss, outputs) if return_outputs else loss
 
