@@ -415,13 +415,14 @@ def _click(mask: np.ndarray) -> list[float]:
 
 def format_table(metrics: dict[str, float], not_scored: dict[str, str] | None = None) -> str:
     """The scored metrics with their goals, then each metric not scored and why."""
-    lines = [f"{'metric':<34}{'value':>8}{'goal':>8}  status"]
+    width = max([34, *(len(name) + 2 for name in [*metrics, *(not_scored or {})])])
+    lines = [f"{'metric':<{width}}{'value':>8}{'goal':>8}  status"]
     for name, value in metrics.items():
         goal = GOALS.get(name)
         status = "" if goal is None else ("met" if value >= goal else f"short by {goal - value:.3f}")
-        lines.append(f"{name:<34}{value:>8.3f}{'' if goal is None else f'{goal:>8.2f}':>8}  {status}")
+        lines.append(f"{name:<{width}}{value:>8.3f}{'' if goal is None else f'{goal:>8.2f}':>8}  {status}")
     for name, reason in (not_scored or {}).items():
-        lines.append(f"{name:<34}{'-':>8}{'':>8}  not scored: {reason}")
+        lines.append(f"{name:<{width}}{'-':>8}{'':>8}  not scored: {reason}")
     return "\n".join(lines)
 
 
