@@ -112,7 +112,7 @@ def _pil_to_unit_rgb(image: Image.Image, rescale_factor: float) -> torch.Tensor:
     except ValueError as error:
         raise ValueError(f"a PIL image of mode {image.mode} cannot be converted to RGB ({error})") from None
     pixels = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
-    return pixels.float() * rescale_factor
+    return _contiguous_float(pixels).mul_(rescale_factor)
 
 
 def _fetch_image(url: str) -> Image.Image:
@@ -152,19 +152,26 @@ def _to_unit_rgb(chw: torch.Tensor, original_shape, rescale_factor: float, integ
     if chw.dtype == torch.bool or chw.is_complex():
         raise TypeError(f"image values must be integers (0..255 or 0..65535) or floats in [0, 1], got {chw.dtype}")
     if chw.is_floating_point():
-        chw = chw.float()
+        chw = _contiguous_float(chw)
         _check_float_values(chw, original_shape)
     else:
-        low, high = int(chw.min()), int(chw.max())
-        if low < 0 or high > integer_max:
-            raise ValueError(
-                f"integer image values must lie in 0..{integer_max}, these go from {low} to {high} (shape "
-                f"{tuple(original_shape)}): scale them to 8-bit, or pass floats in [0, 1]"
-            )
-        chw = chw.float() * rescale_factor
+        if chw.dtype != torch.uint8 or integer_max < 255:  # uint8 holds 0..255 by construction
+            low, high = int(chw.min()), int(chw.max())
+            if low < 0 or high > integer_max:
+                raise ValueError(
+                    f"integer image values must lie in 0..{integer_max}, these go from {low} to {high} (shape "
+                    f"{tuple(original_shape)}): scale them to 8-bit, or pass floats in [0, 1]"
+                )
+        chw = _contiguous_float(chw).mul_(rescale_factor)
     if channels == 1:
         chw = chw.expand(3, height, width)
     return chw[:3]
+
+
+def _contiguous_float(chw: torch.Tensor) -> torch.Tensor:
+    """A float32 copy in channels-first memory order, made in one pass (the resize is ~1.7x faster on it than on
+    the channel-interleaved layout of decoded images)."""
+    return torch.empty(chw.shape, dtype=torch.float32).copy_(chw)
 
 
 def _check_float_values(chw: torch.Tensor, original_shape):
@@ -174,7 +181,7 @@ def _check_float_values(chw: torch.Tensor, original_shape):
             f"the image holds {int((~finite).sum())} non-finite values (NaN or inf) (shape {tuple(original_shape)}); "
             "every pixel must be a number in [0, 1]"
         )
-    low, high = float(chw.min()), float(chw.max())
+    low, high = (float(value) for value in torch.aminmax(chw))
     if low < -FLOAT_TOLERANCE or high > 1 + FLOAT_TOLERANCE:
         hint = "values in 0..255 must be uint8 or divided by 255" if high > 1 + FLOAT_TOLERANCE else "clip them"
         raise ValueError(
@@ -304,11 +311,12 @@ class VisionLLMImageProcessor(BaseImageProcessor):
         _, height, width = image.shape
         columns, rows = select_tile_grid(width, height, grids or self.grids, self.tile_size)
         size = self.tile_size
-        resized = _resize(image, rows * size, columns * size)
+        value_range = torch.aminmax(image)  # once for both resizes
+        resized = _resize(image, rows * size, columns * size, value_range)
         tiles = resized.unflatten(1, (rows, size)).unflatten(3, (columns, size))  # 3, rows, size, columns, size
         tiles = tiles.permute(1, 3, 0, 2, 4).reshape(rows * columns, 3, size, size)
         if self.use_global_view:
-            tiles = torch.cat([tiles, _resize(image, size, size)[None]])
+            tiles = torch.cat([tiles, _resize(image, size, size, value_range)[None]])
         if mean is False:
             return tiles, (columns, rows)
         mean = torch.tensor(self.image_mean if mean is None else _per_channel(mean, "image_mean")).view(1, 3, 1, 1)
@@ -383,11 +391,13 @@ def flatten_images(images) -> list:
     return [images]
 
 
-def _resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def _resize(image: torch.Tensor, height: int, width: int, value_range=None) -> torch.Tensor:
+    """Bicubic, antialiased, in float32; `value_range` is the image's `(min, max)` when already known."""
     if image.shape[1:] == (height, width):
         return image
     resized = F.interpolate(image[None], size=(height, width), mode="bicubic", antialias=True, align_corners=False)
-    return resized[0].clamp(image.min(), image.max())  # bicubic overshoot stays within the image's own range
+    low, high = value_range if value_range is not None else torch.aminmax(image)
+    return resized[0].clamp(low, high)  # bicubic overshoot stays within the image's own range
 
 
 def _per_channel(value, name: str) -> list[float]:
