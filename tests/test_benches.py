@@ -21,7 +21,7 @@ def run_bench(name: str, *arguments: str) -> str:
 
 def test_every_bench_has_a_smoke_test():
     tested = {"vs_llava.py", "superlink.py", "v1_decoding.py", "learning.py", "v1_learning.py", "predict.py",
-              "your_data.py", "gpu.py", "preprocessing.py"}
+              "your_data.py", "gpu.py", "preprocessing.py", "app.py"}
     assert {path.name for path in BENCHES.glob("*.py")} == tested
 
 
@@ -87,3 +87,9 @@ def test_your_data_smoke_compares_zero_shot_with_fine_tuned(tmp_path):
     for metric in ("detection AP50", "REC P@0.5", "counting exact match"):
         assert re.search(rf"^{re.escape(metric)}\s+\d\.\d{{3}}\s+\d\.\d{{3}}$", out, re.M), metric
     assert re.search(r"^counting, most common\s+\d\.\d{3}$", out, re.M)
+
+
+def test_app_smoke_serves_and_answers_a_detection():
+    pytest.importorskip("gradio_client")
+    out = run_bench("app.py")
+    assert re.search(r"start to serving\s+[\d.]+", out) and re.search(r"detection request \(median\)\s+[\d.]+", out)
