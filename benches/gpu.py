@@ -31,7 +31,6 @@ Run from the repository root on a machine with a GPU:
 """
 
 import argparse
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -52,6 +51,7 @@ from visionllm_hf.builder.presets import make_config, tiny_detector_config, tiny
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vs_llava  # noqa: E402  (the tiny sizes of the smoke run)
+from vs_llava import time_interleaved  # noqa: E402  (alternating runs, medians, device synchronised)
 
 # Peak memory bandwidth in TB/s by GPU name (the first listed name found in the device's name wins)
 PEAK_BANDWIDTH_TB_S = (
@@ -74,7 +74,6 @@ PEAK_BANDWIDTH_TB_S = (
     ("RTX 3090", 0.936),
     ("T4", 0.32),
 )
-WARMUP = 2
 TEXT_TOKENS = 32  # text tokens around the image block in every prompt
 ROUTING_NAMES = {"det": "object", "seg": "mask", "pose": "keypoint", "loc": "box"}
 
@@ -199,26 +198,6 @@ class PlainText:
     def __call__(self, input_ids, scores):
         scores[:, self.first_special :] = -float("inf")
         return scores
-
-
-def synchronize(device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_interleaved(runs: dict[str, Callable[[], None]], repeats: int, device: torch.device) -> dict[str, float]:
-    for _ in range(WARMUP):
-        for run in runs.values():
-            run()
-    seconds = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            synchronize(device)
-            start = time.perf_counter()
-            run()
-            synchronize(device)
-            seconds[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in seconds.items()}
 
 
 def generate_runner(model, inputs, new_tokens: int, first_special: int, **options) -> Callable[[], None]:

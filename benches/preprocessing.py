@@ -20,15 +20,18 @@ Run from the repository root:
 """
 
 import argparse
-import statistics
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from transformers import CLIPImageProcessor
 from transformers.image_utils import PILImageResampling
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vs_llava import time_interleaved  # noqa: E402  (alternating runs, medians)
 
 from visionllm_hf.processing.image_processing_visionllm import (
     OPENAI_CLIP_MEAN,
@@ -39,7 +42,6 @@ from visionllm_hf.processing.image_processing_visionllm import (
 
 TILE = 336
 SIZES = [(640, 480), (1024, 768), (500, 1000), (336, 336), (1280, 960), (800, 600), (720, 1280), (900, 400)]
-WARMUP = 1
 
 
 def make_images(count: int, seed: int = 0) -> list[Image.Image]:
@@ -93,19 +95,6 @@ def cases(images: list[Image.Image]) -> dict[str, dict[str, Callable[[], torch.T
     }
 
 
-def time_interleaved(runs: dict[str, Callable[[], torch.Tensor]], repeats: int) -> dict[str, float]:
-    for _ in range(WARMUP):
-        for run in runs.values():
-            run()
-    seconds = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            seconds[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in seconds.items()}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=16)
@@ -124,7 +113,7 @@ def main():
         ours, theirs = runs["ours"](), runs["transformers"]()
         assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
         difference = (ours - theirs).abs().max().item()
-        times = time_interleaved(runs, args.repeats)
+        times = time_interleaved(runs, args.repeats, torch.device("cpu"))
         rates = {key: len(images) / value for key, value in times.items()}
         ratio = times["ours"] / times["transformers"]
         print(f"{name:<11}{rates['ours']:>12.1f}{rates['transformers']:>20.1f}{ratio:>18.3f}{difference:>12.4f}")
