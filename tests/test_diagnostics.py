@@ -84,10 +84,17 @@ def test_reliance_is_zero_for_a_model_that_cannot_see(plain):
     assert image_reliance(model, processor, same_size) != pytest.approx(0.0, abs=1e-4)
 
 
-def test_answer_loss_scores_the_answer_only(plain):
-    """A longer question changes nothing but the context: the loss is over the answer's tokens."""
+def test_answer_loss_scores_the_answer_tokens_and_end_of_sequence(plain):
+    """The loss is over the answer as training tokenises it (`answer_token_ids`) and its closing `</s>`."""
     model, processor = plain
     request = requests()[0]
-    loss = answer_loss(model, processor, request, request["image"])
-    assert 0 < loss < 20
-    assert answer_loss(model, processor, {**request, "answer": "7 and more words"}, request["image"]) != loss
+    answer = [*processor.answer_token_ids("3 shapes"), processor.tokenizer.eos_token_id]
+    question = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": request["question"]}]}]
+    full = processor.apply_chat_template([*question, {"role": "assistant", "content": "3 shapes"}])
+    inputs = processor(images=[[request["image"]]], text=[full])
+    assert inputs["input_ids"][0, -len(answer):].tolist() == answer
+    with torch.no_grad():
+        log_probs = model(**inputs).logits[0, -len(answer) - 1 : -1].log_softmax(-1)
+    expected = -log_probs[torch.arange(len(answer)), torch.tensor(answer)].mean().item()
+    loss = answer_loss(model, processor, {**request, "answer": "3 shapes"}, request["image"])
+    assert loss == pytest.approx(expected, rel=1e-5)

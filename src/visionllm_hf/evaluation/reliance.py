@@ -55,9 +55,11 @@ def answer_loss(model, processor, request: dict, image) -> float:
     prompt = processor.apply_chat_template(question, add_generation_prompt=True)
     full = processor.apply_chat_template([*question, {"role": "assistant", "content": request["answer"]}])
     regions = [[request["regions"]]] if request.get("regions") else None
-    prompt_length = processor(images=[[image]], text=[prompt], regions=regions)["input_ids"].shape[1]
     inputs = processor(images=[[image]], text=[full], regions=regions).to(model.device)
     ids = inputs["input_ids"]
+    # the answer's tokens are the text's tail after the prompt (the image expands both alike)
+    answer_length = len(processor.tokenizer(full)["input_ids"]) - len(processor.tokenizer(prompt)["input_ids"])
+    prompt_length = ids.shape[1] - answer_length
     logits = model(**inputs).logits[0, prompt_length - 1 : -1].float()
     return F.cross_entropy(logits, ids[0, prompt_length:]).item()
 
