@@ -9,11 +9,10 @@ the model itself. For AP, predict with every candidate (`--threshold 0 --nms-thr
 import json
 from pathlib import Path
 
+from ..prediction.outputs import COCO_RESULTS
 from .data import EvaluationData
 from .metrics import coco_average_precision
 from .runner import DETECTION_METRICS, KEYPOINT_METRICS, MASK_METRICS
-
-COCO_RESULTS = "coco_results.json"  # prediction/outputs.py writes it under this name
 
 
 def read_coco_results(path: str | Path) -> tuple[Path, list[dict]]:
