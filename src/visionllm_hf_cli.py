@@ -29,6 +29,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visionllm-hf", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _build_parser(commands)
+    _pretrain_parser(commands)
     demo = commands.add_parser("demo", help="the shipped demo model on every task: pictures and JSON")
     demo.add_argument("--out", default="outputs/demo", help="folder for the pictures and results.json")
     demo.add_argument("--model", help="checkpoint to run (default: the demo model shipped in the package)")
@@ -53,7 +54,11 @@ def make_parser() -> argparse.ArgumentParser:
 
 def _build_parser(commands):
     build = commands.add_parser("build", help="write a checkpoint: a preset or pretrained parts")
-    build.add_argument("--preset", choices=["tiny", "demo", "tiny-v1", "visionllm-v2"], default="tiny")
+    build.add_argument(
+        "--preset", choices=["tiny", "demo", "tiny-v1", "visionllm-v2"],
+        help="the model's sizes (default tiny); with --vision and --llm, what it adds to them: demo = its decoders, "
+        "tiling and projector norm, visionllm-v2 = 4 tiles and a global view",
+    )
     build.add_argument("--out", help="folder to write the checkpoint to")
     build.add_argument("--meta", action="store_true", help="only count parameters, on the meta device")
     build.add_argument("--vision", help="hub id or folder of the pretrained vision tower")
@@ -62,6 +67,26 @@ def _build_parser(commands):
     build.add_argument("--diffusion", help="Stable Diffusion pipeline (hub id or folder) for a [GEN] decoder")
     build.add_argument("--edit", help="InstructPix2Pix pipeline (hub id or folder) for an [EDIT] decoder")
     build.add_argument("--seed", type=int, default=0)
+
+
+def _pretrain_parser(commands):
+    pretrain = commands.add_parser(
+        "pretrain", help="stage 0: a CLIP tower or an LLM on your data, for `build --vision DIR --llm DIR`"
+    )
+    pretrain.add_argument("part", choices=["clip", "llm"], help="clip: contrastive on image-caption pairs; llm: "
+                          "next-token on the data's text")
+    pretrain.add_argument("--out", required=True, help="folder to write the pretrained part to")
+    pretrain.add_argument("--captions", help="clip: a COCO captions file (image-caption pairs)")
+    pretrain.add_argument("--instances", help="clip: a COCO instances file (region-text pairs: masks and names)")
+    pretrain.add_argument("--images", help="clip: the folder its file names start from")
+    pretrain.add_argument("--text", nargs="+", help="llm: .txt, COCO captions, conversation JSON or referring "
+                          ".jsonl files")
+    pretrain.add_argument("--preset", choices=["tiny", "demo"], default="demo", help="sizes of a new random part")
+    pretrain.add_argument("--model", help="continue from this folder (a CLIP or causal LM) instead of a preset")
+    pretrain.add_argument("--steps", type=int, default=1000)
+    pretrain.add_argument("--batch-size", type=int, default=32)
+    pretrain.add_argument("--learning-rate", type=float, default=1e-3)
+    pretrain.add_argument("--seed", type=int, default=0)
 
 
 def _eval_parser(commands):

@@ -10,6 +10,7 @@ import torch
 def build(args: argparse.Namespace) -> int:
     from .builder import (
         assemble_from_pretrained,
+        assembly_fields,
         build_demo,
         build_processor,
         build_tiny,
@@ -21,7 +22,8 @@ def build(args: argparse.Namespace) -> int:
     if args.vision or args.llm:
         if not (args.vision and args.llm):
             raise SystemExit("assembly from pretrained parts needs both --vision and --llm")
-        model, processor = assemble_from_pretrained(args.vision, args.llm, tokenizer=args.tokenizer)
+        fields = assembly_fields(args.preset) if args.preset else {}
+        model, processor = assemble_from_pretrained(args.vision, args.llm, tokenizer=args.tokenizer, **fields)
     elif args.meta:
         from .modeling import VisionLLMForConditionalGeneration
 
@@ -32,7 +34,7 @@ def build(args: argparse.Namespace) -> int:
             model = VisionLLMForConditionalGeneration(config)
         _print_counts(args.preset, count_parameters(model))
         return 0
-    elif args.preset == "tiny":
+    elif args.preset in (None, "tiny"):
         model, processor = build_tiny(seed=args.seed)
     elif args.preset == "demo":
         model, processor = build_demo(seed=args.seed)
@@ -56,6 +58,23 @@ def build(args: argparse.Namespace) -> int:
     save_checkpoint(model, processor, args.out)
     _print_counts(args.out, count_parameters(model))
     print(f"saved to {args.out}")
+    return 0
+
+
+def pretrain(args: argparse.Namespace) -> int:
+    from .trainer.pretrain import pretrain_clip, pretrain_llm
+
+    training = dict(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed)
+    if args.part == "clip":
+        if not ((args.captions or args.instances) and args.images):
+            raise SystemExit("visionllm-hf pretrain clip needs --images DIR and --captions FILE, --instances FILE or both")
+        out = pretrain_clip(args.images, args.out, captions=args.captions, instances=args.instances,
+                            preset=args.preset, model=args.model, **training)
+    else:
+        if not args.text:
+            raise SystemExit("visionllm-hf pretrain llm needs --text FILE [FILE ...]")
+        out = pretrain_llm(args.text, args.out, preset=args.preset, model=args.model, **training)
+    print(f"saved to {out}: give it to `visionllm-hf build --{'vision' if args.part == 'clip' else 'llm'}`")
     return 0
 
 
@@ -169,6 +188,7 @@ def app(args: argparse.Namespace) -> int:
 
 HANDLERS = {
     "build": build,
+    "pretrain": pretrain,
     "demo": demo,
     "synth": synth,
     "validate-data": validate_data,

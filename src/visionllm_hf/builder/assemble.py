@@ -6,7 +6,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelFor
 from ..modeling.modeling_visionllm import VisionLLMForConditionalGeneration
 from ..processing.image_processing_visionllm import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from ..processing.processing_visionllm import VisionLLMProcessor
-from .checkpoint import build_processor, set_generation_tokens
+from .checkpoint import build_processor, match_projector_norm_to_text, set_generation_tokens
 from .presets import make_config
 from .tokenizer import add_special_tokens
 
@@ -42,6 +42,7 @@ def assemble_from_pretrained(
     if not config.tie_word_embeddings:
         model.lm_head.load_state_dict(language_source.get_output_embeddings().state_dict())
     resize_embeddings_to_mean(model, len(tokenizer))
+    match_projector_norm_to_text(model)
     set_generation_tokens(model, tokenizer)
 
     image_mean, image_std = _normalisation(vision)

@@ -101,6 +101,7 @@ def build_tiny(
     torch.manual_seed(seed)
     model = VisionLLMForConditionalGeneration(config)
     model.config.training_history = ["random-init"]  # `visionllm-hf train` continues from it
+    match_projector_norm_to_text(model)
     set_generation_tokens(model, tokenizer)
     return model, build_processor(config, tokenizer)
 
@@ -116,8 +117,24 @@ def build_demo(seed: int = 0) -> tuple[VisionLLMForConditionalGeneration, Vision
     torch.manual_seed(seed)
     model = VisionLLMForConditionalGeneration(config)
     model.config.training_history = ["random-init"]  # `visionllm-hf train` continues from it
+    match_projector_norm_to_text(model)
     set_generation_tokens(model, tokenizer)
     return model, build_processor(config, tokenizer)
+
+
+@torch.no_grad()
+def match_projector_norm_to_text(model: VisionLLMForConditionalGeneration):
+    """
+    Start the output LayerNorms of the projector and the region encoder (`config.projector_norm`) at the text
+    embeddings' root-mean-square, so image and region tokens enter the LLM at the scale of words.
+    """
+    if not model.config.projector_norm:
+        return
+    scale = model.get_input_embeddings().weight.float().pow(2).mean().sqrt().item()
+    model.model.multi_modal_projector.norm.weight.fill_(scale)
+    region_projector = getattr(model.model.region_encoder, "projector", None)
+    if isinstance(getattr(region_projector, "norm", None), torch.nn.LayerNorm):
+        region_projector.norm.weight.fill_(scale)
 
 
 def set_generation_tokens(model: VisionLLMForConditionalGeneration, tokenizer: PreTrainedTokenizerBase):
@@ -133,6 +150,7 @@ __all__ = [
     "build_processor",
     "build_tiny",
     "count_parameters",
+    "match_projector_norm_to_text",
     "save_checkpoint",
     "set_generation_tokens",
     "write_remote_code",

@@ -159,23 +159,50 @@ def tiny_config(
     )
 
 
-def demo_config(token_ids: dict[str, int], vocab_size: int, keypoint_names: list[str]) -> VisionLLMConfig:
+def demo_vision_config() -> CLIPVisionConfig:
+    """The demo's CLIP tower: hidden 96, 3 layers, 128 px tiles of 64 tokens."""
+    return tiny_vision_config(hidden_size=96, intermediate_size=192, num_hidden_layers=3, num_attention_heads=4,
+                              image_size=128, patch_size=16)
+
+
+def demo_text_config(vocab_size: int) -> LlamaConfig:
+    """The demo's Llama: hidden 128, 3 layers."""
+    return tiny_text_config(vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=3)
+
+
+def demo_fields(keypoint_names: list[str]) -> dict:
     """
-    The shipped demo model's size (about 4 M parameters, under 20 MB): CLIP (hidden 96, 3 layers, 128 px
-    tiles of 64 tokens, one tile per image), Llama (hidden 128, 3 layers), and all four decoders at width 64.
+    Everything of the demo's config but its tower and LLM: one tile per image, all four decoders at width 64,
+    and the projector's output normalised (see `VisionLLMConfig.projector_norm`).
     """
-    vision = tiny_vision_config(hidden_size=96, intermediate_size=192, num_hidden_layers=3, num_attention_heads=4,
-                                image_size=128, patch_size=16)
-    text = tiny_text_config(vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=3)
     detector = tiny_detector_config(width=64)
     detector.backbone_config.image_size = 128
     detector.num_queries = 30
-    return make_config(
-        vision, text, vision_feature_layer=-1, max_tiles=1, use_global_view=False, region_conv_channels=[16, 32],
-        routing_decoders={"det": "object", "seg": "mask", "pose": "keypoint", "loc": "box"},
+    return dict(
+        vision_feature_layer=-2, max_tiles=1, use_global_view=False, region_conv_channels=[16, 32],
+        projector_norm=True, routing_decoders={"det": "object", "seg": "mask", "pose": "keypoint", "loc": "box"},
         mask_decoder_config=tiny_sam_config(image_size=128, width=64), object_decoder_config=detector,
-        keypoint_names=list(keypoint_names), **token_ids,
+        keypoint_names=list(keypoint_names),
     )
+
+
+def demo_config(token_ids: dict[str, int], vocab_size: int, keypoint_names: list[str]) -> VisionLLMConfig:
+    """
+    The shipped demo model's size (about 3 M parameters, under 20 MB): `demo_vision_config`, `demo_text_config`
+    and `demo_fields`.
+    """
+    return make_config(demo_vision_config(), demo_text_config(vocab_size), **demo_fields(keypoint_names), **token_ids)
+
+
+def assembly_fields(preset: str) -> dict:
+    """What `build --preset P --vision DIR --llm DIR` adds to the pretrained tower and LLM."""
+    if preset == "demo":
+        from ..synthetic import KEYPOINTS
+
+        return demo_fields(list(KEYPOINTS))
+    if preset == "visionllm-v2":
+        return {"max_tiles": 4}
+    raise ValueError(f"--preset {preset} has no assembly from pretrained parts; use demo or visionllm-v2")
 
 
 VICUNA_7B_VOCAB = 32000
@@ -212,7 +239,11 @@ def visionllm_v2_config(token_ids: dict[str, int] | None = None, vocab_size: int
 
 
 __all__ = [
+    "assembly_fields",
     "demo_config",
+    "demo_fields",
+    "demo_text_config",
+    "demo_vision_config",
     "diffusion_decoder_config",
     "make_config",
     "tiny_config",

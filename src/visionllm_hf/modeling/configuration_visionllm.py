@@ -70,6 +70,11 @@ class VisionLLMConfig(PreTrainedConfig):
             Activation between the two linear layers of the projector.
         multimodal_projector_bias (`bool`, *optional*, defaults to `True`):
             Whether the projector's linear layers have a bias.
+        projector_norm (`bool`, *optional*, defaults to `False`):
+            Whether the projector (and the VisionLLM v2 region encoder's) ends with a LayerNorm. Its gain starts at the text embeddings' scale (the builder
+            sets it), so image tokens enter the LLM as large as words do; without it, a projector trained from
+            random weights at a high learning rate grew its tokens to hundreds of times the text embeddings' norm
+            and collapsed them onto one shared direction the LLM then ignored.
         tile_size (`int`, *optional*):
             Side of a square tile in pixels. Defaults to `vision_config.image_size`.
         min_tiles (`int`, *optional*, defaults to 1):
@@ -185,6 +190,7 @@ class VisionLLMConfig(PreTrainedConfig):
     image_seq_length: int | None = None
     projector_hidden_act: str = "gelu"
     multimodal_projector_bias: bool = True
+    projector_norm: bool = False
     tile_size: int | None = None
     min_tiles: int = 1
     max_tiles: int = 4

@@ -93,6 +93,7 @@ def build_region_encoder(config: VisionLLMConfig) -> nn.Module | None:
         conv_channels=config.region_conv_channels,
         sampling_factor=config.region_sampling_factor,
         act=config.projector_hidden_act,
+        output_norm=config.projector_norm,
     )
 
 
@@ -101,7 +102,10 @@ def _is_prefill(cache: Cache | None) -> bool:
 
 
 class VisionLLMMultiModalProjector(nn.Module):
-    """Two-layer MLP from the vision feature width to the LLM width (LLaVA-1.5's `mlp2x_gelu`)."""
+    """
+    Two-layer MLP from the vision feature width to the LLM width (LLaVA-1.5's `mlp2x_gelu`), with
+    `config.projector_norm` followed by a LayerNorm that keeps image tokens at the text embeddings' scale.
+    """
 
     def __init__(self, config: VisionLLMConfig):
         super().__init__()
@@ -109,9 +113,10 @@ class VisionLLMMultiModalProjector(nn.Module):
         self.linear_1 = nn.Linear(config.vision_feature_dim, text_width, bias=config.multimodal_projector_bias)
         self.act = ACT2FN[config.projector_hidden_act]
         self.linear_2 = nn.Linear(text_width, text_width, bias=config.multimodal_projector_bias)
+        self.norm = nn.LayerNorm(text_width) if config.projector_norm else nn.Identity()
 
     def forward(self, image_features: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(self.act(self.linear_1(image_features)))
+        return self.norm(self.linear_2(self.act(self.linear_1(image_features))))
 
 
 class VisionLLMPreTrainedModel(PreTrainedModel):

@@ -31,16 +31,17 @@ class LayerNorm2d(nn.Module):
 
 
 class RegionProjector(nn.Module):
-    """Two-layer MLP from the vision feature width to the LLM width."""
+    """Two-layer MLP from the vision feature width to the LLM width; with `norm`, then a LayerNorm."""
 
-    def __init__(self, in_features: int, out_features: int, act: str):
+    def __init__(self, in_features: int, out_features: int, act: str, norm: bool = False):
         super().__init__()
         self.linear_1 = nn.Linear(in_features, out_features)
         self.act = ACT2FN[act]
         self.linear_2 = nn.Linear(out_features, out_features)
+        self.norm = nn.LayerNorm(out_features) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(self.act(self.linear_1(x)))
+        return self.norm(self.linear_2(self.act(self.linear_1(x))))
 
 
 def masked_average(feature_maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -69,13 +70,15 @@ class VisionLLMV2RegionEncoder(nn.Module):
             `vision_feature_dim`).
         sampling_factor (`int`): features are grid-sampled at `sampling_factor` x the feature grid resolution.
         act (`str`): activation of the projection MLP.
+        output_norm (`bool`): end the projection with a LayerNorm (`VisionLLMConfig.projector_norm`).
     """
 
     kernel_sizes = (7, 2, 1)
     total_stride = 14
 
     def __init__(
-        self, *, vision_feature_dim: int, text_hidden_size: int, conv_channels: list[int], sampling_factor: int, act: str
+        self, *, vision_feature_dim: int, text_hidden_size: int, conv_channels: list[int], sampling_factor: int, act: str,
+        output_norm: bool = False,
     ):
         super().__init__()
         widths = [4, *conv_channels, vision_feature_dim]
@@ -84,7 +87,7 @@ class VisionLLMV2RegionEncoder(nn.Module):
             layers += [nn.Conv2d(in_width, out_width, kernel, stride=kernel), LayerNorm2d(out_width), nn.GELU()]
         self.convs = nn.Sequential(*layers)
         self.sampling_factor = sampling_factor
-        self.projector = RegionProjector(vision_feature_dim, text_hidden_size, act)
+        self.projector = RegionProjector(vision_feature_dim, text_hidden_size, act, norm=output_norm)
 
     def region_feature_maps(self, global_maps: torch.Tensor, global_pixels: torch.Tensor, masks: torch.Tensor):
         """The conv features of mask + image, plus the global view's feature map: `(regions, channels, g, g)`."""

@@ -72,9 +72,9 @@ STAGES = {
         {"region_encoder": 2e-5, "projector": 2e-5, "llm": 2e-5},
         description="RegionGPT finetuning: refinement, connector and LLM",
     ),
-    "from-scratch": StagePreset(  # a 3e-4 tower/LLM split was measured twice with opposite results (README)
+    "from-scratch": StagePreset(  # collapses the image tokens of a random tower and LLM (README, issue 21)
         {group: 1e-3 for group in V2_GROUPS},
-        description="every module trained from random initialisation (the synthetic demo model)",
+        description="every module trained from random initialisation",
     ),
     "ullava": StagePreset(
         {"projector": 2e-5, "llm": 2e-5, "super_link": 2e-5, "decoders": 2e-5},
