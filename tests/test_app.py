@@ -253,7 +253,7 @@ def test_detection_region_caption_and_chat_in_the_browser(page, files, scene, tm
     messages = page.chat_messages()
     assert [role for role, _ in messages] == ["user", "bot", "user", "bot"]
     assert messages[0][1] == "How many shapes are there?" and messages[2][1] == "What colour is the circle?"
-    assert messages[3][1] == page.answer != ""
+    assert messages[3][1] == " ".join(page.answer.split()) != ""  # the page's HTML collapses runs of spaces
     page.screenshot(tmp_path / "3_chat.png")
 
 
