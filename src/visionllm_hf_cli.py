@@ -1,4 +1,5 @@
-"""`visionllm-hf`: build checkpoints, run the demo, write synthetic data, check your data, train, evaluate, predict.
+"""`visionllm-hf`: pretrain parts, build checkpoints, run the demo, write synthetic data, check your data, train,
+evaluate, predict.
 
 This module only parses arguments, so `--help` answers at once: it imports neither torch nor visionllm_hf (whose
 import registers the model classes with transformers and takes seconds). Each command's work lives in
