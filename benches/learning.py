@@ -117,14 +117,14 @@ def main():
     times["evaluation"] = time.time() - start
 
     metrics = json.loads((out / "metrics.json").read_text())
-    CHANCE["counting exact match"] = majority_count_baseline(out / "heldout" / "conversations.json")
+    chance_levels = {**CHANCE, "counting exact match": majority_count_baseline(out / "heldout" / "conversations.json")}
     steps = [f"{part} {max(2, int(n * args.scale))}" for part, n in PRETRAINING.items()]
     steps += [f"{stage} {max(2, int(n * args.scale))}" for stage, _, n, _ in STAGES]
     print(f"\ndemo recipe, {args.train_images} training scenes, {args.eval_images} held-out scenes; steps: "
           + ", ".join(steps))
     print(f"{'metric':<36}{'value':>8}{'goal':>8}{'chance':>8}")
     for name, value in metrics.items():
-        goal, chance = GOALS.get(name), CHANCE.get(name)
+        goal, chance = GOALS.get(name), chance_levels.get(name)
         print(f"{name:<36}{value:>8.3f}{'' if goal is None else f'{goal:.2f}':>8}"
               f"{'' if chance is None else f'{chance:.2f}':>8}")
     print("time: " + ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in times.items()))

@@ -60,7 +60,7 @@ def region_accuracy(clip: CLIPModel, folder, data) -> tuple[float, float]:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.padding_side = "right"
     records = clip_records(data["images"], instances=data["instances"])
-    dataset = ImageTexts(records, CLIPImageProcessor.from_pretrained(folder), tokenizer, grid=8)
+    dataset = ImageTexts(records, CLIPImageProcessor.from_pretrained(folder), grid=8)
     batch = _collate_image_texts(tokenizer)([dataset[index] for index in range(len(dataset))])
     with torch.no_grad():
         patches = clip.vision_model(pixel_values=batch["pixel_values"], output_hidden_states=True).hidden_states[-2]

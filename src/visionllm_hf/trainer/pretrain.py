@@ -127,8 +127,8 @@ def clip_records(images, captions=None, instances=None) -> list[dict]:
 class ImageTexts(torch.utils.data.Dataset):
     """Each image with one of its captions (or none) and its regions as patch-grid weights with their texts."""
 
-    def __init__(self, records, image_processor, tokenizer, grid: int):
-        self.records, self.image_processor, self.tokenizer, self.grid = records, image_processor, tokenizer, grid
+    def __init__(self, records, image_processor, grid: int):
+        self.records, self.image_processor, self.grid = records, image_processor, grid
 
     def __len__(self):
         return len(self.records)
@@ -245,7 +245,7 @@ def pretrain_clip(images, out, captions=None, instances=None, preset: str = "dem
         image_processor = CLIPImageProcessor.from_pretrained(model)
     tokenizer.padding_side = "right"  # CLIP's text tower pools at CAPTION_END, the first one from the left
     vision = clip.config.vision_config
-    dataset = ImageTexts(records, image_processor, tokenizer, grid=vision.image_size // vision.patch_size)
+    dataset = ImageTexts(records, image_processor, grid=vision.image_size // vision.patch_size)
     _train(clip, dataset, _collate_image_texts(tokenizer), out, trainer_class=CLIPPretrainer,
            trainer_kwargs={"feature_layer": feature_layer}, **training)
     for part in (clip, tokenizer, image_processor):
