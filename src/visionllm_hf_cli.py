@@ -39,6 +39,10 @@ def make_parser() -> argparse.ArgumentParser:
     synth.add_argument("--num-images", type=int, default=1000)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--size", type=int, default=128, help="side of the square images in pixels")
+    synth.add_argument("--clips", type=int, default=0,
+                       help="also write this many video clips of moving shapes (clips/, video_conversations.json, "
+                            "video_masks.json)")
+    synth.add_argument("--num-frames", type=int, default=8, help="frames per clip")
     validate = commands.add_parser(
         "validate-data", help="what your --data specs hold and every problem in them, without a model (seconds)"
     )

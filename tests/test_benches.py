@@ -21,7 +21,7 @@ def run_bench(name: str, *arguments: str) -> str:
 
 def test_every_bench_has_a_smoke_test():
     tested = {"vs_llava.py", "superlink.py", "v1_decoding.py", "learning.py", "v1_learning.py", "predict.py",
-              "your_data.py", "gpu.py", "preprocessing.py", "app.py"}
+              "your_data.py", "gpu.py", "preprocessing.py", "app.py", "video.py", "in_context.py"}
     assert {path.name for path in BENCHES.glob("*.py")} == tested
 
 
@@ -96,3 +96,18 @@ def test_app_smoke_serves_and_answers_a_detection():
     pytest.importorskip("gradio_client")
     out = run_bench("app.py")
     assert re.search(r"start to serving\s+[\d.]+", out) and re.search(r"detection request \(median\)\s+[\d.]+", out)
+
+
+def test_video_smoke_trains_on_clips_and_scores_time_against_chance(tmp_path):
+    out = run_bench("video.py", "--out", str(tmp_path))
+    assert "2 steps of 2 clips" in out
+    for metric in ("direction, frames in order", "direction, frames shuffled", "counting, frames in order",
+                   "direction, chance", "counting, most common count"):
+        assert re.search(rf"^{re.escape(metric)}\s+\d\.\d{{3}}$", out, re.M), metric
+    assert (tmp_path / "model" / "config.json").is_file() and (tmp_path / "metrics.json").is_file()
+
+
+def test_in_context_smoke_compares_with_and_without_examples(tmp_path):
+    out = run_bench("in_context.py", "--out", str(tmp_path))
+    for metric in ("in-context AP50, with examples", "in-context AP50, without examples", "shipped demo, with examples"):
+        assert re.search(rf"^{re.escape(metric)}\s+\d\.\d{{3}}$", out, re.M), metric

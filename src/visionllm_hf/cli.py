@@ -140,6 +140,12 @@ def synth(args: argparse.Namespace) -> int:
 
     paths = write_dataset(args.out, num_images=args.num_images, seed=args.seed, size=args.size)
     print(f"wrote {args.num_images} scenes to {paths['root']}: " + ", ".join(p.name for k, p in paths.items() if k != "root"))
+    if args.clips:
+        from .synthetic.clips import write_clip_dataset
+
+        clips = write_clip_dataset(args.out, args.clips, seed=args.seed, size=args.size, num_frames=args.num_frames)
+        print(f"wrote {args.clips} clips of {args.num_frames} frames: "
+              + ", ".join(p.name for k, p in clips.items() if k != "root"))
     return 0
 
 

@@ -88,15 +88,19 @@ def count_parameters(model: VisionLLMForConditionalGeneration) -> dict[str, int]
 
 
 def build_tiny(
-    seed: int = 0, decoders: bool = True, generation: bool = False
+    seed: int = 0, decoders: bool = True, generation: bool = False, video_masks: bool = False
 ) -> tuple[VisionLLMForConditionalGeneration, VisionLLMProcessor]:
-    """A random tiny model (CLIP vision + Llama, hidden 32) with an offline tokenizer; seconds on CPU."""
+    """
+    A random tiny model (CLIP vision + Llama, hidden 32) with an offline tokenizer; seconds on CPU. `video_masks`
+    adds a tiny SAM 2 video tracker (masklets for `[SEG]` about a video).
+    """
     from .presets import tiny_config
     from .tokenizer import add_special_tokens, train_tiny_tokenizer
 
     tokenizer = train_tiny_tokenizer()
     config = tiny_config(
-        add_special_tokens(tokenizer), vocab_size=len(tokenizer), decoders=decoders, generation=generation
+        add_special_tokens(tokenizer), vocab_size=len(tokenizer), decoders=decoders, generation=generation,
+        video_masks=video_masks,
     )
     torch.manual_seed(seed)
     model = VisionLLMForConditionalGeneration(config)

@@ -14,6 +14,7 @@ from transformers import (
 )
 
 from ..modeling.configuration_visionllm import VisionLLMConfig
+from ..modeling.video_masklets import tiny_sam2_video_config
 from ..processing.special_tokens import SPECIAL_TOKENS
 from .vision import feature_select_strategy, probe_vision_features
 
@@ -133,12 +134,14 @@ def tiny_diffusion_config(editing: bool = False, image_size: int = 32) -> dict:
 
 
 def tiny_config(
-    token_ids: dict[str, int], vocab_size: int, decoders: bool = True, generation: bool = False
+    token_ids: dict[str, int], vocab_size: int, decoders: bool = True, generation: bool = False,
+    video_masks: bool = False,
 ) -> VisionLLMConfig:
     """
     CLIP vision (hidden 32, 2 layers, 32 px tiles of 16 tokens) + Llama (hidden 32, 2 layers); with `decoders`,
     a tiny Grounding DINO behind `[DET]` (and with keypoint queries behind `[POSE]`), a tiny SAM behind `[SEG]`
-    and the box decoder behind `<LOC>`; with `generation`, tiny diffusers decoders behind `[GEN]` and `[EDIT]`.
+    and the box decoder behind `<LOC>`; with `generation`, tiny diffusers decoders behind `[GEN]` and `[EDIT]`;
+    with `video_masks`, a tiny SAM 2 video model that tracks a `[SEG]` mask through a video.
     """
     decoder_fields = {
         "routing_decoders": {"det": "object", "seg": "mask", "pose": "keypoint", "loc": "box"},
@@ -149,6 +152,8 @@ def tiny_config(
         decoder_fields["routing_decoders"].update(gen="text_to_image", edit="image_editing")
         decoder_fields["generation_decoder_config"] = tiny_diffusion_config(editing=False)
         decoder_fields["editing_decoder_config"] = tiny_diffusion_config(editing=True)
+    if video_masks:
+        decoder_fields["video_mask_decoder_config"] = tiny_sam2_video_config(image_size=64)
     return make_config(
         tiny_vision_config(),
         tiny_text_config(vocab_size),

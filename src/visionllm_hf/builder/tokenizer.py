@@ -53,4 +53,18 @@ def add_special_tokens(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
     return ids
 
 
-__all__ = ["add_special_tokens", "train_tiny_tokenizer"]
+def add_video_tokens(model, processor) -> dict[str, int]:
+    """
+    Give a checkpoint built before video support its video tokens (`<video>`, `<vid_beg>`, `</vid_end>`): added to
+    the tokenizer, new embedding rows (the mean of the others, transformers' `mean_resizing`), ids in the config.
+    The video tokens themselves add no other parameters (see `VisionLLMModel.get_video_features`).
+    """
+    ids = add_special_tokens(processor.tokenizer)
+    model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=True)
+    for field in ("video_token_id", "video_start_token_id", "video_end_token_id"):
+        setattr(model.config, field, ids[field])
+    processor.video_token_id = ids["video_token_id"]
+    return ids
+
+
+__all__ = ["add_special_tokens", "add_video_tokens", "train_tiny_tokenizer"]

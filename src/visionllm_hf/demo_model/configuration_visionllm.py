@@ -134,6 +134,9 @@ class VisionLLMConfig(PreTrainedConfig):
             `[EDIT]` and `<LOC>`. Each is exactly one token id.
         query_token_id (`int`, *optional*):
             Id of `<query>`, the placeholder each super-link query takes in the sequence.
+        video_token_id, video_start_token_id, video_end_token_id (`int`, *optional*):
+            Ids of `<video>` (the placeholder a video's `image_seq_length + frames` tokens fill) and of u-LLaVA's
+            markers `<vid_beg>` and `</vid_end>` around them. Unset for a checkpoint without video support.
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
             Whether the LM head shares its weight with the input embeddings.
         training_history (`list[str]`, *optional*):
@@ -213,6 +216,9 @@ class VisionLLMConfig(PreTrainedConfig):
     edit_token_id: int | None = None
     loc_token_id: int | None = None
     query_token_id: int | None = None
+    video_token_id: int | None = None
+    video_start_token_id: int | None = None
+    video_end_token_id: int | None = None
     tie_word_embeddings: bool = False
     training_history: list[str] | None = None
 
@@ -281,13 +287,19 @@ class VisionLLMConfig(PreTrainedConfig):
         return getattr(self.text_config, "max_position_embeddings", None)  # not every LM config declares it
 
     def placeholder_token_ids(self) -> list[int]:
-        """Ids of `<image>`, `<region>` and `<query>`: positions the processor and the super link fill, never sampled."""
-        names = ("image", "region", "query")
+        """
+        Ids of `<image>`, `<video>` (and its markers `<vid_beg>`, `</vid_end>`), `<region>` and `<query>`: what
+        the processor and the super link put in the sequence, never sampled.
+        """
+        names = ("image", "video", "video_start", "video_end", "region", "query")
         return [token_id for name in names if (token_id := getattr(self, f"{name}_token_id")) is not None]
 
     def special_token_ids(self) -> list[int]:
-        """Ids of the set special tokens whose positions the model locates: `<image>`, `<region>`, `<query>`, routing."""
-        names = ("image", "region", "query", *DEFAULT_SUPER_LINK_QUERIES)
+        """
+        Ids of the set special tokens whose positions the model locates: `<image>`, `<video>`, `<region>`,
+        `<query>`, routing.
+        """
+        names = ("image", "video", "region", "query", *DEFAULT_SUPER_LINK_QUERIES)
         return [token_id for name in names if (token_id := getattr(self, f"{name}_token_id")) is not None]
 
     @property

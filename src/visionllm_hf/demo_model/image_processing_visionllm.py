@@ -317,11 +317,29 @@ class VisionLLMImageProcessor(BaseImageProcessor):
         tiles = tiles.permute(1, 3, 0, 2, 4).reshape(rows * columns, 3, size, size)
         if self.use_global_view:
             tiles = torch.cat([tiles, _resize(image, size, size, value_range)[None]])
+        return self._normalise(tiles, mean, std), (columns, rows)
+
+    def video_pixel_values(self, videos: list[list[torch.Tensor]], **kwargs) -> torch.Tensor:
+        """
+        `(num_videos, T, 3, tile, tile)` for videos given as lists of T loaded frames (`(3, height, width)` in
+        [0, 1]): each frame resized whole to one tile (a frame takes no local tiles: u-LLaVA reads frames at the
+        tower's resolution) and normalised as the per-call options say, like image tiles.
+        """
+        options = self._call_options(kwargs)
+        normalise = options.get("do_normalize", True)
+        mean, std = (options.get("image_mean"), options.get("image_std")) if normalise else (False, False)
+        size = self.tile_size
+        return torch.stack([
+            self._normalise(torch.stack([_resize(frame, size, size) for frame in frames]), mean, std)
+            for frames in videos
+        ])
+
+    def _normalise(self, tiles: torch.Tensor, mean, std) -> torch.Tensor:
         if mean is False:
-            return tiles, (columns, rows)
+            return tiles
         mean = torch.tensor(self.image_mean if mean is None else _per_channel(mean, "image_mean")).view(1, 3, 1, 1)
         std = torch.tensor(self.image_std if std is None else _per_channel(std, "image_std")).view(1, 3, 1, 1)
-        return (tiles - mean) / std, (columns, rows)
+        return (tiles - mean) / std
 
     def decoder_images(self, images: list) -> torch.Tensor:
         """

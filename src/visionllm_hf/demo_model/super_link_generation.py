@@ -116,6 +116,7 @@ def generate_with_super_link(
     input_ids: torch.LongTensor,
     attention_mask: torch.LongTensor | None = None,
     decoder_pixel_values: torch.FloatTensor | None = None,
+    decoder_image_index: torch.LongTensor | None = None,
     generation_config: GenerationConfig | None = None,
     logits_processor: LogitsProcessorList | None = None,
     return_dict_in_generate: bool | None = None,
@@ -208,8 +209,13 @@ def generate_with_super_link(
     for occurrence, position in zip(occurrences, new_positions):
         occurrence.position = position
     occurrences.sort(key=lambda occurrence: (occurrence.row, occurrence.position))
-    visual_prompts = visual_prompts_by_row(input_ids, model.config.region_token_id, model_inputs.get("region_masks"))
-    rows_with_image = (input_ids == model.config.image_token_id).any(dim=1).tolist()
+    visual_prompts = visual_prompts_by_row(
+        input_ids, model.config.region_token_id, model_inputs.get("region_masks"),
+        model_inputs.get("region_image_index"), decoder_image_index,
+    )
+    visual_tokens = [model.config.image_token_id, model.config.video_token_id]
+    rows_with_image = torch.isin(input_ids, torch.tensor([t for t in visual_tokens if t is not None], device=device))
+    rows_with_image = rows_with_image.any(dim=1).tolist()
     results = _results(model, occurrences, decoder_pixel_values, visual_prompts, rows_with_image, image_options)
     if return_dict_in_generate is False:
         return sequences
@@ -225,7 +231,7 @@ def generate_with_super_link(
     )
 
 
-_PREFILL_INPUTS = ("pixel_values", "image_grids", "region_masks", "region_image_index")
+_PREFILL_INPUTS = ("pixel_values", "image_grids", "region_masks", "region_image_index", "pixel_values_videos")
 
 
 DEFAULT_NEW_TOKENS = 20  # transformers' budget when neither max_new_tokens nor a max_length of one's own is set

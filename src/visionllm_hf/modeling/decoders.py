@@ -10,8 +10,9 @@ A decoder with `reads_visual_prompts` (the SAM mask decoder) also gets the user'
 routing tokens in a sample reads that sample's k-th `<region>` mask (interactive segmentation: "segment
 <region>" -> "[SEG]"), or none when the sample has fewer regions.
 
-Decoders read `decoder_pixel_values`: per sample, its first image resized to `config.decoder_image_size`
-squared and normalised with ImageNet statistics (the processor makes it). Predictions are in coordinates
+Decoders read `decoder_pixel_values`: per sample, the image its answer is about (the processor's choice: the
+sample's last image by default, a video's first frame) resized to `config.decoder_image_size` squared and
+normalised with ImageNet statistics. Predictions are in coordinates
 normalised to that image, which are the original image's normalised coordinates.
 
 This file ships with every checkpoint (``trust_remote_code``): it imports only torch and its siblings.
@@ -86,17 +87,30 @@ def build_super_link(config) -> SuperLink | None:
 
 
 def visual_prompts_by_row(
-    input_ids: torch.LongTensor, region_token_id: int | None, region_masks: torch.Tensor | None
+    input_ids: torch.LongTensor,
+    region_token_id: int | None,
+    region_masks: torch.Tensor | None,
+    region_image_index: torch.LongTensor | None = None,
+    decoder_image_index: torch.LongTensor | None = None,
 ) -> list[list[torch.Tensor]]:
-    """Per sample, its region masks in `<region>` order (the processor lays regions out row by row)."""
+    """
+    Per sample, its region masks in `<region>` order (the processor lays regions out row by row). With
+    `decoder_image_index`, only the regions drawn on the image the sample's decoders read: in an in-context
+    prompt the examples' regions tell the LLM what to look for, they are not prompts on the query image.
+    """
     per_row = [[] for _ in range(len(input_ids))]
     if region_masks is None or region_token_id is None:
         return per_row
     rows = (input_ids == region_token_id).nonzero()[:, 0].tolist()
     if len(rows) != len(region_masks):
         raise ValueError(f"input_ids hold {len(rows)} <region> tokens but {len(region_masks)} region_masks were given")
-    for row, mask in zip(rows, region_masks):
-        per_row[row].append(mask)
+    on_decoder_image = [True] * len(rows)
+    if decoder_image_index is not None and region_image_index is not None:
+        decoder_images = decoder_image_index.tolist()
+        on_decoder_image = [image == decoder_images[row] for row, image in zip(rows, region_image_index.tolist())]
+    for row, mask, keep in zip(rows, region_masks, on_decoder_image):
+        if keep:
+            per_row[row].append(mask)
     return per_row
 
 

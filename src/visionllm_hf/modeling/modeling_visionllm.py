@@ -78,7 +78,7 @@ class VisionLLMCausalLMOutputWithPast(CausalLMOutputWithPast):
     super_link_occurrences: list[RoutingOccurrence] | None = None
 
 
-PREFILL_ONLY_INPUTS = ("region_masks", "region_image_index")
+PREFILL_ONLY_INPUTS = ("region_masks", "region_image_index", "pixel_values_videos")
 
 
 def build_region_encoder(config: VisionLLMConfig) -> nn.Module | None:
@@ -208,6 +208,29 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
         outputs.pooler_output = self._tokens_per_image(image_tokens, image_grids)
         return outputs
 
+    def get_video_features(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
+        """
+        u-LLaVA's spatio-temporal video tokens: `(num_videos, image_seq_length + T, text_hidden_size)`.
+
+        Every frame goes through the vision tower; the spatial tokens are the patch features averaged over the T
+        frames (one per patch), the temporal tokens each frame's features averaged over its patches (one per
+        frame). Both go through the image projector, so a video adds no parameters of its own: only the
+        embeddings of `<vid_beg>` and `</vid_end>` around them are new.
+
+        Args:
+            pixel_values_videos (`torch.FloatTensor` of shape `(num_videos, T, 3, tile_size, tile_size)`):
+                Each video's sampled frames (the processor's).
+        """
+        if pixel_values_videos.dim() != 5:
+            raise ValueError(
+                f"pixel_values_videos must be (num_videos, frames, 3, size, size), got {tuple(pixel_values_videos.shape)}"
+            )
+        num_videos, num_frames = pixel_values_videos.shape[:2]
+        _, features = self._run_vision_tower(pixel_values_videos.flatten(0, 1))
+        features = features.unflatten(0, (num_videos, num_frames))  # videos, frames, patches, dim
+        spatial, temporal = features.mean(dim=1), features.mean(dim=2)
+        return self._project(torch.cat([spatial, temporal], dim=1))
+
     def _tokens_per_image(self, image_tokens: torch.Tensor, image_grids: torch.LongTensor | None) -> list[torch.Tensor]:
         """Per-tile tokens `(tiles, seq, width)` as one `(tiles_i * seq, width)` tensor per image."""
         if image_grids is None:
@@ -293,6 +316,7 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         past_key_values: Cache | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
         **kwargs,
     ) -> VisionLLMModelOutputWithPast:
         r"""
@@ -310,6 +334,9 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
                 Index of each region's image among the batch's images.
             cache (`Cache`, *optional*):
                 The KV cache (`past_key_values` is the same argument under its name before transformers 5.24).
+            pixel_values_videos (`torch.FloatTensor` of shape `(num_videos, T, 3, tile_size, tile_size)`, *optional*):
+                Every video's sampled frames, in `<video>` order; fill the `<video>` tokens (see
+                `get_video_features`).
         """
         cache = merge_cache_arguments(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
@@ -339,6 +366,7 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
                 )
         elif _is_prefill(cache) and (token_ids == self.config.image_token_id).any():
             raise ValueError("the input contains <image> tokens but no pixel_values were given")
+        inputs_embeds = self._fill_videos(inputs_embeds, token_ids, pixel_values_videos, _is_prefill(cache))
         if region_masks is None and _is_prefill(cache) and self.config.region_token_id is not None:
             if (token_ids == self.config.region_token_id).any():
                 raise ValueError("the input contains <region> tokens but no regions were given")
@@ -365,6 +393,16 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
             image_outputs=image_outputs,
             image_hidden_states=image_tokens,
         )
+
+    def _fill_videos(self, inputs_embeds, token_ids, pixel_values_videos, prefill: bool) -> torch.Tensor:
+        video_token_id = self.config.video_token_id
+        if pixel_values_videos is None:
+            if prefill and video_token_id is not None and (token_ids == video_token_id).any():
+                raise ValueError("the input contains <video> tokens but no pixel_values_videos were given")
+            return inputs_embeds
+        if video_token_id is None:
+            raise ValueError("pixel_values_videos were given but this model has no <video> token (video_token_id)")
+        return self._scatter(inputs_embeds, token_ids, video_token_id, self.get_video_features(pixel_values_videos), "<video>")
 
     def special_token_ids(self, inputs_embeds: torch.Tensor) -> torch.LongTensor:
         """
@@ -407,6 +445,9 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
         self.model = VisionLLMModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.decoders = build_decoders(config)
+        self.video_mask_decoder = None  # SAM 2 video: a [SEG] mask on a video's first frame -> a masklet
+        if config.video_mask_decoder_config is not None:
+            self.video_mask_decoder = AutoModel.from_config(config.video_mask_decoder_config)
         self.post_init()
 
     def post_init(self):
@@ -451,6 +492,9 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values: Cache | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        decoder_image_index: torch.LongTensor | None = None,
+        decoder_pixel_values_videos: torch.FloatTensor | None = None,
         **kwargs,
     ) -> VisionLLMCausalLMOutputWithPast:
         r"""
@@ -459,7 +503,13 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
                 Target ids for the LM loss; -100 marks positions left out (prompt, image, padding). `<query>`
                 positions are always left out.
             decoder_pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, size, size)`, *optional*):
-                Each sample's first image at the decoders' resolution (from the processor).
+                Per sample the image its decoders read, at their resolution (from the processor: by default the
+                sample's last image; a video's first frame).
+            decoder_image_index (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+                Index of that image in the batch's image list (-1: none). With it, a mask decoder's visual prompts
+                are only the regions drawn on that image (in-context examples' regions go to the LLM only).
+            decoder_pixel_values_videos (`torch.FloatTensor`, *optional*):
+                Every video's frames at the decoders' resolution; read by `generate` (masklets), not by `forward`.
             super_link_targets (`list[list[dict]]`, *optional*):
                 Per sample, one target per routing token of its sequence, in order: `{"box": [x1, y1, x2, y2]}`
                 (normalised) for a box decoder, `{"mask": (h, w)}` for a mask decoder. With them, the weighted
@@ -492,6 +542,7 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
             cache=merge_cache_arguments(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            pixel_values_videos=pixel_values_videos,
             return_dict=True,
             **kwargs,
         )
@@ -513,7 +564,9 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **loss_kwargs
             )
         if super_link_targets is not None:
-            visual_prompts = visual_prompts_by_row(token_ids, self.config.region_token_id, region_masks)
+            visual_prompts = visual_prompts_by_row(
+                token_ids, self.config.region_token_id, region_masks, region_image_index, decoder_image_index
+            )
             losses = self._decoder_losses(occurrences or [], super_link_targets, decoder_pixel_values, visual_prompts)
             weighted = sum(self.config.decoder_loss_weights[name] * value for name, value in losses.items())
             loss = weighted if loss is None else loss + weighted
@@ -572,10 +625,11 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
         max_positions = self.config.max_text_positions()
         if max_positions is not None and (input_ids is None or input_ids.shape[-1] <= max_positions):
             warn_past_positions(total, max_positions, "the prompt plus max_new_tokens")
-        if kwargs.get("assistant_model") is not None and kwargs.get("pixel_values") is not None:
+        has_visual_input = kwargs.get("pixel_values") is not None or kwargs.get("pixel_values_videos") is not None
+        if kwargs.get("assistant_model") is not None and has_visual_input:
             raise ValueError(
-                "assisted generation (assistant_model) with images is not supported: the assistant model never "
-                "sees the pixel_values; generate without assistant_model"
+                "assisted generation (assistant_model) with images or videos is not supported: the assistant model "
+                "never sees them; generate without assistant_model"
             )
         placeholders = self.config.placeholder_token_ids()  # filled by the processor, never generated
         if self.model.super_link is None:
@@ -591,14 +645,15 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
         out per image and per region: each sample's own are repeated with it instead (see `image_layout.py`).
         """
         per_image = {}
-        if expand_size > 1 and model_kwargs.get("pixel_values") is not None:
-            per_image = {key: model_kwargs.pop(key) for key in PER_IMAGE_INPUTS if key in model_kwargs}
+        visual = model_kwargs.get("pixel_values") is not None or model_kwargs.get("pixel_values_videos") is not None
+        if expand_size > 1 and visual:
+            per_image = {key: model_kwargs.pop(key) for key in PER_IMAGE_INPUTS if model_kwargs.get(key) is not None}
             has_ids = input_ids is not None and input_ids.shape[-1] > 0  # generate passes (batch, 0) with embeddings
             token_ids = input_ids if has_ids else self.model.special_token_ids(model_kwargs["inputs_embeds"])
             per_image = expand_image_inputs(
                 per_image, token_ids, expand_size, image_token_id=self.config.image_token_id,
                 region_token_id=self.config.region_token_id, image_seq_length=self.config.image_seq_length,
-                use_global_view=self.config.use_global_view,
+                use_global_view=self.config.use_global_view, video_token_id=self.config.video_token_id,
             )
         input_ids, model_kwargs = super()._expand_inputs_for_generation(
             expand_size, is_encoder_decoder, input_ids, **model_kwargs

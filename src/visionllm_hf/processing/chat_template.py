@@ -1,7 +1,8 @@
 """The Vicuna v1.1 conversation format VisionLLM v2 was trained with, as a Jinja chat template.
 
 Messages follow the transformers convention: `content` is a string or a list of parts
-`{"type": "image"}` / `{"type": "text", "text": ...}`. Each image part becomes `<image>` and a newline.
+`{"type": "image"}` / `{"type": "video"}` / `{"type": "text", "text": ...}`. Each image part becomes `<image>` and a
+newline, each video part `<video>` and a newline.
 Assistant turns sit inside `{% generation %}` so `return_assistant_tokens_mask=True` marks the answer tokens.
 
     SYSTEM USER: <image>\\nquestion ASSISTANT: answer</s>USER: ... ASSISTANT:
@@ -17,6 +18,7 @@ CHAT_TEMPLATE = (
     "{%- if content is string -%}{{ content }}"
     "{%- else -%}{%- for part in content -%}"
     "{%- if part['type'] == 'image' -%}{{ '<image>\\n' }}"
+    "{%- elif part['type'] == 'video' -%}{{ '<video>\\n' }}"
     "{%- elif part['type'] == 'text' -%}{{ part['text'] }}"
     "{%- endif -%}{%- endfor -%}{%- endif -%}"
     "{%- endmacro -%}"

@@ -15,8 +15,9 @@ from transformers.processing_utils import ProcessingKwargs, ProcessorMixin
 from .image_processing_visionllm import VisionLLMImagesKwargs, flatten_images
 from .regions import is_region, rasterize_region
 from .post_processing import post_process_generation
-from .special_tokens import IMAGE_TOKEN, QUERY_TOKEN, REGION_TOKEN, ROUTING_TOKENS
+from .special_tokens import IMAGE_TOKEN, QUERY_TOKEN, REGION_TOKEN, ROUTING_TOKENS, VIDEO_END, VIDEO_START, VIDEO_TOKEN
 from .tasks import NEEDS_NO_IMAGE, task_request
+from .video_loading import load_video
 
 NO_ANSWER = -100  # pads the rows of `forced_answer_ids` (the model's `answer_forcing.py` reads them)
 
@@ -46,18 +47,32 @@ class VisionLLMProcessor(ProcessorMixin):
             Routing token -> number of `<query>` tokens inserted after it in every text (the model's
             `super_link_queries` for its routed names), so training sequences and conversation history hold
             the queries exactly where generation puts them.
+        num_frames (`int`, *optional*, defaults to 8):
+            Frames sampled uniformly from each video (u-LLaVA's T = 8). A `<video>` becomes `<vid_beg>`, then
+            `image_seq_length + num_frames` `<video>` tokens (the spatial tokens: patch features averaged over
+            time; the temporal tokens: each frame's features averaged over space), then `</vid_end>`.
     """
 
     valid_processor_kwargs = VisionLLMProcessorKwargs
     text_kwargs = {"padding": True}  # defaults, overridden per call (transformers' processor kwargs convention)
 
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, super_link_queries=None, **kwargs):
+    def __init__(
+        self, image_processor=None, tokenizer=None, chat_template=None, super_link_queries=None, num_frames: int = 8,
+        **kwargs,
+    ):
         self.super_link_queries = dict(super_link_queries or {})
+        self.num_frames = num_frames
         super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
         self.image_token = IMAGE_TOKEN
-        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        if self.image_token_id is None or self.image_token_id == tokenizer.unk_token_id:
+        self.image_token_id = self._token_id(IMAGE_TOKEN)
+        if self.image_token_id is None:
             raise ValueError(f"the tokenizer has no {IMAGE_TOKEN} token; build it with `visionllm-hf build`")
+        self.video_token = VIDEO_TOKEN
+        self.video_token_id = self._token_id(VIDEO_TOKEN)  # None for a checkpoint built without video support
+
+    def _token_id(self, token: str) -> int | None:
+        token_id = self.tokenizer.convert_tokens_to_ids(token)
+        return None if token_id is None or token_id == self.tokenizer.unk_token_id else token_id
 
     def __call__(
         self,
@@ -67,6 +82,9 @@ class VisionLLMProcessor(ProcessorMixin):
         task: str | None = None,
         categories: list[str] | list[list[str]] | None = None,
         expression: str | list[str] | None = None,
+        videos=None,
+        num_frames: int | None = None,
+        decoder_image: int | list[int] | None = None,
         **kwargs,
     ) -> BatchFeature:
         r"""
@@ -100,11 +118,19 @@ class VisionLLMProcessor(ProcessorMixin):
         Returns:
             [`BatchFeature`] with `input_ids`, `attention_mask`; with images, `pixel_values` and `image_grids`;
             with regions, `region_masks` (`(num_regions, tile, tile)` bool masks over each image's global view)
-            and `region_image_index` (index of each region's image in the batch's flat image list); with a
-            perception `task`, `forced_answer_ids` (`(batch, length)`, padded with -100).
+            and `region_image_index` (index of each region's image in the batch's flat image list); with videos,
+            `pixel_values_videos` (`(num_videos, num_frames, 3, tile, tile)`) and, with decoders,
+            `decoder_pixel_values_videos` (the frames at the decoders' resolution); with decoders,
+            `decoder_pixel_values` (one image per sample) and `decoder_image_index` (that image's index in the
+            batch's flat image list, -1 for none); with a perception `task`, `forced_answer_ids` (`(batch,
+            length)`, padded with -100).
         """
         if task is not None:
-            return self._task_inputs(task, images, text, regions, categories, expression, **kwargs)
+            if videos is not None:
+                raise ValueError(
+                    f"task '{task}' asks about images; for a video write the prompt with {VIDEO_TOKEN} and pass videos="
+                )
+            return self._task_inputs(task, images, text, regions, categories, expression, decoder_image=decoder_image, **kwargs)
         if text is None:
             raise ValueError("text is required: each <image> in it marks where an image goes")
         if not isinstance(text, (str, list, tuple)):
@@ -137,13 +163,17 @@ class VisionLLMProcessor(ProcessorMixin):
                 expanded.append(pieces[0] + "".join(IMAGE_TOKEN * n + piece for n, piece in zip(counts, pieces[1:])))
             texts = expanded
             data.update(image_inputs)
-            if self.image_processor.decoder_image_size:
-                # the decoders read the image at its standard scale, whatever the per-call rescaling of the tiles
-                first_images = [images[0] if images else None for images in images_per_sample]
-                data["decoder_pixel_values"] = self.image_processor.decoder_images(first_images)
+        frames_per_sample, video_tokens_per_sample = [[] for _ in texts], [0] * len(texts)
+        if videos is not None or any(VIDEO_TOKEN in sample for sample in texts):
+            texts, frames_per_sample, video_inputs = self._prepare_videos(videos, texts, num_frames, images_kwargs)
+            video_tokens_per_sample = [len(frames) * self._tokens_per_video(num_frames) for frames in frames_per_sample]
+            data.update(video_inputs)
+        if self.image_processor.decoder_image_size and (loaded_images or videos is not None):
+            data.update(self._decoder_inputs(images_per_sample, frames_per_sample, decoder_image))
 
         text_inputs = self.tokenizer(texts, return_tensors=return_tensors, **text_kwargs)
         self._check_image_token_counts(text_inputs["input_ids"], image_tokens_per_sample)
+        self._check_video_token_counts(text_inputs["input_ids"], video_tokens_per_sample)
         self._warn_past_model_length(text_inputs["attention_mask"])
         data.update(text_inputs)
         return BatchFeature(data=data, tensor_type=return_tensors)
@@ -294,6 +324,80 @@ class VisionLLMProcessor(ProcessorMixin):
         ends = torch.tensor(placeholders).cumsum(0).tolist()
         return [flat[end - count : end] for end, count in zip(ends, placeholders)]
 
+    def _tokens_per_video(self, num_frames: int | None) -> int:
+        return self.image_processor.image_seq_length + (num_frames or self.num_frames)
+
+    def _prepare_videos(self, videos, texts: list[str], num_frames: int | None, images_kwargs: dict):
+        """
+        Texts with each `<video>` expanded to `<vid_beg>`, its tokens and `</vid_end>`; per sample the first frame
+        of each of its videos (the decoders' image of a video); and `pixel_values_videos`.
+        """
+        if self.video_token_id is None:
+            raise ValueError(
+                f"this checkpoint's tokenizer has no {VIDEO_TOKEN} token, so it cannot read videos; build the model "
+                "with `visionllm-hf build` (which adds <video>, <vid_beg> and </vid_end>) and train it on videos"
+            )
+        num_frames = num_frames or self.num_frames
+        placeholders = [sample.count(VIDEO_TOKEN) for sample in texts]
+        if videos is None:
+            raise ValueError(f"the text has {sum(placeholders)} {VIDEO_TOKEN} placeholders but no videos were given")
+        flat = list(videos) if isinstance(videos, (list, tuple)) and _is_list_of_videos(videos) else [videos]
+        if len(flat) != sum(placeholders):
+            raise ValueError(
+                f"the text has {sum(placeholders)} {VIDEO_TOKEN} placeholders but {len(flat)} videos were given"
+            )
+        options = self.image_processor._call_options(images_kwargs)
+        rescale = options.get("do_rescale", True)
+        factor = options.get("rescale_factor", self.image_processor.rescale_factor) if rescale else 1.0
+        loaded = []
+        for number, video in enumerate(flat):
+            try:
+                loaded.append(load_video(video, num_frames, factor))
+            except (ValueError, TypeError) as error:
+                raise type(error)(f"video {number}: {error}") from None
+        count = self._tokens_per_video(num_frames)
+        expanded_video = VIDEO_START + VIDEO_TOKEN * count + VIDEO_END
+        texts = [sample.replace(VIDEO_TOKEN, expanded_video) for sample in texts]
+        ends = torch.tensor(placeholders).cumsum(0).tolist()
+        frames_per_sample = [[frames[0] for frames in loaded[end - n : end]] for end, n in zip(ends, placeholders)]
+        data = {"pixel_values_videos": self.image_processor.video_pixel_values(loaded, **images_kwargs)}
+        if self.image_processor.decoder_image_size:  # a [SEG] on a video's first frame is tracked through them all
+            data["decoder_pixel_values_videos"] = torch.stack([self.image_processor.decoder_images(frames) for frames in loaded])
+        return texts, frames_per_sample, data
+
+    def _decoder_inputs(self, images_per_sample: list[list], first_frames: list[list], decoder_image) -> dict:
+        """
+        Per sample the image its decoders read (`decoder_image` of its images, else its first video's first
+        frame, else a blank one) at the decoders' scale, and that image's index in the batch's image list.
+        """
+        count = len(images_per_sample)
+        wanted_per_sample = decoder_image if isinstance(decoder_image, (list, tuple)) else [decoder_image] * count
+        if len(wanted_per_sample) != count:
+            raise ValueError(f"decoder_image must be shared or given once per sample ({count} samples), got "
+                             f"{len(wanted_per_sample)}")
+        chosen, flat_index, first_image = [], [], 0
+        for row, (sample_images, frames) in enumerate(zip(images_per_sample, first_frames)):
+            wanted = -1 if wanted_per_sample[row] is None else wanted_per_sample[row]
+            if not isinstance(wanted, int) or isinstance(wanted, bool):
+                raise TypeError(f"decoder_image must be an image index (int) or one per sample, got {wanted!r}")
+            if sample_images:
+                if not -len(sample_images) <= wanted < len(sample_images):
+                    raise ValueError(
+                        f"decoder_image {wanted} is out of range for sample {row}, which has {len(sample_images)} images"
+                    )
+                position = wanted % len(sample_images)
+                chosen.append(sample_images[position])
+                flat_index.append(first_image + position)
+            else:
+                chosen.append(frames[0] if frames else None)
+                flat_index.append(-1)
+            first_image += len(sample_images)
+        # the decoders read the image at its standard scale, whatever the per-call rescaling of the tiles
+        return {
+            "decoder_pixel_values": self.image_processor.decoder_images(chosen),
+            "decoder_image_index": torch.tensor(flat_index, dtype=torch.long),
+        }
+
     def _prepare_regions(self, regions, texts: list[str], images_per_sample: list[list], loaded_images: list) -> dict:
         """Rasterise every region over its image's global view and check counts against `<region>` per sample."""
         placeholders = [sample.count(REGION_TOKEN) for sample in texts]
@@ -346,12 +450,23 @@ class VisionLLMProcessor(ProcessorMixin):
                     "truncation may have cut into an image, or the text contains stray image tokens"
                 )
 
+    def _check_video_token_counts(self, input_ids, expected: list[int]):
+        if self.video_token_id is None:
+            return
+        for index, (ids, count) in enumerate(zip(input_ids, expected)):
+            found = int((torch.as_tensor(ids) == self.video_token_id).sum())
+            if found != count:
+                raise ValueError(
+                    f"sample {index} should hold {count} video tokens after tokenisation but holds {found}; "
+                    "truncation may have cut into a video"
+                )
+
     @property
     def model_input_names(self) -> list[str]:
         """What a call with text and images returns (with regions, also `region_masks` and `region_image_index`)."""
         names = list(self.tokenizer.model_input_names) + list(self.image_processor.model_input_names)
         if self.image_processor.decoder_image_size:
-            names.append("decoder_pixel_values")
+            names += ["decoder_pixel_values", "decoder_image_index"]
         return names
 
 
@@ -365,6 +480,16 @@ def _for_sample(value, row: int, count: int, name: str, nested: bool = False):
     if len(value) != count:
         raise ValueError(f"{name} must be shared or given once per sample ({count} samples), got {len(value)}")
     return list(value[row]) if nested else value[row]
+
+
+def _is_list_of_videos(videos) -> bool:
+    """A list whose items are videos (lists of frames, 4-D arrays, paths) rather than one video's frames."""
+    def is_video(item) -> bool:
+        if isinstance(item, (list, tuple, str)) or hasattr(item, "__fspath__"):
+            return True
+        return getattr(item, "ndim", 0) == 4
+
+    return all(is_video(item) for item in videos)
 
 
 def _check_no_answer_tokens(content, turn: int, role: str):

@@ -5,6 +5,7 @@ A sample is a dict:
 - `messages`: a conversation in the transformers chat format (`{"role": "user" | "assistant", "content": ...}`),
   with `<image>` and `<region>` placeholders in the text;
 - `images`: the sample's images, one per `<image>`;
+- `videos` (optional): the sample's videos, one per `<video>` (frame folders, files, frame lists or arrays);
 - `regions` (optional): per image, a list of regions (see `processing/regions.py`), one per `<region>`;
 - `targets` (optional): one decoder target per routing token of the assistant turns, in order;
 - `task` (optional): the task group the sample belongs to.
@@ -50,6 +51,7 @@ class VisionLLMCollator:
         texts = [self.processor.apply_chat_template(sample["messages"], tokenize=False) for sample in samples]
         images = [list(sample.get("images") or []) for sample in samples]
         regions = [sample.get("regions") or [[] for _ in sample_images] for sample, sample_images in zip(samples, images)]
+        videos = [video for sample in samples for video in sample.get("videos") or []]
         tokenizer_kwargs = {"padding_side": "right"}
         if self.max_length is not None:
             tokenizer_kwargs.update(truncation=True, max_length=self.max_length)
@@ -58,6 +60,7 @@ class VisionLLMCollator:
                 images=images if any(images) else None,
                 text=texts,
                 regions=regions if any(any(r) for r in regions) else None,
+                videos=videos or None,
                 **tokenizer_kwargs,
             )
         )

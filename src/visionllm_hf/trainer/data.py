@@ -1,6 +1,7 @@
 """Dataset adapters: users' formats -> instruction samples (see `collator.py` for the sample dict).
 
 - `ConversationSource`: LLaVA-style JSON, `[{"image": "a.jpg", "conversations": [{"from": "human", ...}]}]`;
+  a record may name a `video` instead (a frame folder or a video file, `<video>` in its text);
 - `CocoSource`: COCO JSON + image folder, tasks `detection`, `instance_segmentation`,
   `interactive_segmentation` (instances), `pose` (person_keypoints) and `caption` (captions);
 - `ReferringSource`: JSON lines `{"image", "expression", "box" and/or "mask", "category"}`, tasks `rec`,
@@ -30,11 +31,14 @@ from ..processing.tasks import (  # noqa: F401 (the templates are shared with in
     CAPTION_TEMPLATES,
     DETECTION_TEMPLATES,
     GENERATION_TEMPLATES,
+    IN_CONTEXT_SEGMENTATION_TEMPLATES,
+    IN_CONTEXT_TEMPLATES,
     INTERACTIVE_TEMPLATES,
     POSE_TEMPLATES,
     REC_TEMPLATES,
     RES_TEMPLATES,
     SEGMENTATION_TEMPLATES,
+    in_context_question,
 )
 from ..processing.templates import region_caption_prompt, region_classification_prompt
 from .data_checks import (
@@ -75,14 +79,27 @@ class ConversationSource:
     def __len__(self) -> int:
         return len(self.records)
 
+    @property
+    def has_videos(self) -> bool:
+        return any(record.get("video") for record in self.records)
+
     def sample(self, index: int, rng: random.Random) -> dict:
         record = self.records[index]
-        names = record.get("image") or []
-        names = [names] if isinstance(names, str) else list(names)
+        names, videos = _names(record.get("image")), _names(record.get("video"))
         messages = [{"role": SPEAKERS[turn["from"]], "content": turn["value"]} for turn in record["conversations"]]
         if names and not any("<image>" in m["content"] for m in messages):
             messages[0]["content"] = "<image>\n" * len(names) + messages[0]["content"]
-        return {"messages": messages, "images": [str(self.image_folder / n) for n in names], "task": self.task}
+        if videos and not any("<video>" in m["content"] for m in messages):
+            messages[0]["content"] = "<video>\n" * len(videos) + messages[0]["content"]
+        sample = {"messages": messages, "images": [str(self.image_folder / n) for n in names], "task": self.task}
+        if videos:
+            sample["videos"] = [str(self.image_folder / video) for video in videos]
+        return sample
+
+
+def _names(value) -> list[str]:
+    """A record's `image` / `video` field (absent, one name or a list) as a list."""
+    return [] if not value else [value] if isinstance(value, str) else list(value)
 
 
 class CocoSource:
@@ -92,7 +109,10 @@ class CocoSource:
     Arguments:
         annotation_file (`str`): instances / person_keypoints / captions JSON.
         image_folder (`str`): folder of the `file_name`s.
-        task (`str`): `detection`, `instance_segmentation`, `interactive_segmentation`, `pose` or `caption`.
+        task (`str`): `detection`, `instance_segmentation`, `interactive_segmentation`, `pose`, `caption`,
+            `in_context_detection` or `in_context_segmentation` (VisionLLM v2's in-context prompts: 1-2 other
+            images of a category, each with one of its objects marked by its box (detection) or mask
+            (segmentation), then the query image: the answer names the category and finds all of them).
         max_categories (`int`, defaults to 10): most categories asked per detection sample.
     """
 
@@ -122,6 +142,10 @@ class CocoSource:
             "interactive_segmentation": lambda anns: any(a.get("segmentation") for a in anns),
         }.get(task, lambda anns: True)
         self.image_ids = [image_id for image_id in self.images if keep(self.annotations[image_id])]
+        self.images_by_category: dict[int, list[int]] = {}  # for in-context examples
+        for image_id in self.image_ids:
+            for category in sorted({a["category_id"] for a in self.annotations[image_id]}):
+                self.images_by_category.setdefault(category, []).append(image_id)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -170,7 +194,41 @@ class CocoSource:
             return self._interactive(path, image, [a for a in annotations if a.get("segmentation")], rng)
         if self.task == "pose":
             return self._pose(path, image, annotations, rng)
+        if self.task.startswith("in_context"):
+            return self._in_context(image_id, path, image, annotations, rng)
         return self._detection(path, image, annotations, rng)
+
+    def _in_context(self, image_id, path, image, annotations, rng) -> dict:
+        """
+        Examples then the query: other images holding the category, one of its objects marked in each; the answer
+        names the category and finds all of them in the query image. With no other image of the category, the
+        example is the query image itself.
+        """
+        if not annotations:  # nothing to find: fall back to asking for absent categories
+            return self._detection(path, image, annotations, rng)
+        category = rng.choice(sorted({a["category_id"] for a in annotations}))
+        others = [other for other in self.images_by_category[category] if other != image_id] or [image_id]
+        with_masks = self.task == "in_context_segmentation"
+        images, regions = [], []
+        for example in rng.sample(others, min(len(others), rng.randint(1, 2))):
+            marked = rng.choice([a for a in self.annotations[example] if a["category_id"] == category])
+            example_image = self.images[example]
+            if with_masks:
+                region = {"mask": _masks([marked], example_image, self.image_folder)[0].numpy().astype(bool)}
+            else:
+                x, y, w, h = marked["bbox"]
+                region = {"box": [x, y, x + max(w, 1), y + max(h, 1)]}
+            images.append(str(self.image_folder / example_image["file_name"]))
+            regions.append([region])
+        templates = IN_CONTEXT_SEGMENTATION_TEMPLATES if with_masks else IN_CONTEXT_TEMPLATES
+        question = in_context_question(rng.choice(templates), len(images))
+        name = self.categories[category]
+        mine = [a for a in annotations if a["category_id"] == category]
+        target = {"boxes": _boxes(mine, image), "category": name}
+        if with_masks:
+            target["masks"] = _masks(mine, image, self.image_folder)
+        return conversation_sample(question, f"{name} [DET].", images + [path], self.task,
+                                   regions=regions + [[]], targets=[target])
 
     def _detection(self, path, image, annotations, rng) -> dict:
         present = sorted({a["category_id"] for a in annotations})

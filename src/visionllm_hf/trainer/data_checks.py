@@ -21,7 +21,12 @@ from PIL import Image
 from ..data_formats import mask_form
 
 MAX_LISTED = 10  # problems a `DataError` message spells out; the rest are counted
-COCO_TASKS = ("detection", "instance_segmentation", "interactive_segmentation", "pose", "caption")
+COCO_TASKS = (
+    "detection", "instance_segmentation", "interactive_segmentation", "pose", "caption", "in_context_detection",
+    "in_context_segmentation",
+)
+BY_CATEGORY_TASKS = ("detection", "instance_segmentation", "in_context_detection", "in_context_segmentation")
+MASK_TASKS = ("instance_segmentation", "interactive_segmentation", "in_context_segmentation")
 REFERRING_TASKS = ("rec", "grounding", "res", "region_caption", "region_classification")
 GENERATION_TASKS = ("text_to_image", "image_editing")
 SPEAKERS = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -368,7 +373,7 @@ def _check_coco_keys(problems: ProblemList, data: dict, task: str) -> bool:
             problems.error(f"is missing (the file has {', '.join(data) or 'no keys'}), {consequence}", fix, field=key)
         elif not isinstance(data[key], list):
             problems.error(f"is a {type(data[key]).__name__}, not a list", fix, field=key)
-    if task in ("detection", "instance_segmentation") and "categories" not in data:
+    if task in BY_CATEGORY_TASKS and "categories" not in data:
         problems.error(f"has no 'categories' list, and task '{task}' asks for objects by category name",
                        "add 'categories': [{'id': ..., 'name': ...}] (a captions file is for task=caption)",
                        field="categories")
@@ -476,7 +481,7 @@ def _check_annotation_geometry(problems: ProblemList, annotation: dict, image, t
     issue = xywh_box_issue(annotation.get("bbox"))
     if issue:
         problems.error(issue, "give [x, y, width, height] in pixels (COCO boxes are xywh)", name, "bbox")
-    if task in ("instance_segmentation", "interactive_segmentation"):
+    if task in MASK_TASKS:
         height, width = (image.get("height"), image.get("width")) if image else (None, None)
         issue = mask_issue(annotation.get("segmentation"), height, width, folder)
         if issue:
@@ -519,7 +524,7 @@ def _check_coco_coverage(problems: ProblemList, annotations: list, images: dict,
         problems.error(f"has no usable sample for task '{task}': {reason}",
                        "give the COCO file for this task, or the task for this file (task=...)", field="annotations")
         return
-    if task not in ("detection", "instance_segmentation"):
+    if task not in BY_CATEGORY_TASKS:
         return
     covered = {annotation.get("image_id") for annotation in annotations if _known(annotation.get("image_id"), images)}
     bare = [image_id for image_id in images if image_id not in covered]
@@ -551,7 +556,7 @@ def check_conversations(records, path, image_folder, task: str = "conversation")
     if not records:
         problems.error("holds no records", "add conversation records")
     images = ImageFolder(image_folder)
-    if any(isinstance(record, dict) and record.get("image") for record in records):
+    if any(isinstance(record, dict) and (record.get("image") or record.get("video")) for record in records):
         check_image_folder(problems, images)
     for index, record in enumerate(records):
         _check_conversation(problems, record, f"record {index}", images)
@@ -568,7 +573,8 @@ def _check_conversation(problems: ProblemList, record, name: str, images: ImageF
                        "{'from': 'gpt', 'value': ...}]", name, "conversations")
         return
     names = _conversation_images(problems, record.get("image"), name, images)
-    placeholders, answered, reported = 0, False, len(problems)
+    videos = _conversation_videos(problems, record.get("video"), name, images)
+    placeholders, video_placeholders, answered, reported = 0, 0, False, len(problems)
     for number, turn in enumerate(turns):
         field = f"conversations[{number}]"
         if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
@@ -579,6 +585,7 @@ def _check_conversation(problems: ProblemList, record, name: str, images: ImageF
                            "use 'human' for the user and 'gpt' for the answers", name, field + ".from")
         else:
             placeholders += turn["value"].count("<image>")
+            video_placeholders += turn["value"].count("<video>")
             answered = answered or SPEAKERS[turn["from"]] == "assistant"
     if not answered and len(problems) == reported:  # (a turn with a bad speaker may be the answer)
         problems.error("has no answer turn ('from': 'gpt'), so nothing to learn", "add the answer", name,
@@ -586,6 +593,10 @@ def _check_conversation(problems: ProblemList, record, name: str, images: ImageF
     if names is not None and placeholders and placeholders != len(names):
         problems.error(f"has {placeholders} '<image>' placeholders for {len(names)} image(s)",
                        "write one '<image>' per image of the record (or none, to put them all first)", name,
+                       "conversations")
+    if videos is not None and video_placeholders and video_placeholders != len(videos):
+        problems.error(f"has {video_placeholders} '<video>' placeholders for {len(videos)} video(s)",
+                       "write one '<video>' per video of the record (or none, to put them all first)", name,
                        "conversations")
 
 
@@ -598,6 +609,21 @@ def _conversation_images(problems: ProblemList, value, name: str, images: ImageF
         return None
     for number, image in enumerate(names):
         check_image_name(problems, images, image, name, "image" if isinstance(value, str) else f"image[{number}]")
+    return names
+
+
+def _conversation_videos(problems: ProblemList, value, name: str, images: ImageFolder) -> list | None:
+    """The record's videos (`video`: absent, or one or a list of frame folders / video files in the folder)."""
+    names = [] if value is None else [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(is_text(video) for video in names):
+        problems.error(f"is {shown(value)}, not a video (frame folder or file) or a list of them",
+                       "give 'video': 'clips/0001' (a folder of frames) or 'video': 'clip.mp4'", name, "video")
+        return None
+    for number, video in enumerate(names):
+        if images.exists and not images.has(video):
+            problems.error(f"names '{video}', which is not in the image folder {images.folder}",
+                           "add the frame folder or video file there, or give the right images=DIR", name,
+                           "video" if isinstance(value, str) else f"video[{number}]")
     return names
 
 

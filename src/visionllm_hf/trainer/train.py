@@ -26,6 +26,7 @@ from visionllm_hf_cli import train_options_parser
 from ..argument_checks import check_model_reference
 from ..builder.checkpoint import save_checkpoint
 from ..builder.diffusion import CaptionFeatures
+from ..builder.tokenizer import add_video_tokens
 from ..model_cards import render_model_card
 from ..modeling import VisionLLMForConditionalGeneration, VisionLLMv1ForConditionalGeneration
 from ..processing import VisionLLMProcessor
@@ -195,6 +196,9 @@ def train(argv: list[str]) -> Path:
         sources, ratios, batch_size=group_batch_size, length=options.samples_per_epoch, seed=training_args.seed,
     )
     model, processor, collator = load_for_training(options)
+    if any(getattr(source, "has_videos", False) for source in sources) and model.config.video_token_id is None:
+        add_video_tokens(model, processor)
+        print("the data has videos: added <video>, <vid_beg> and </vid_end> to the checkpoint's vocabulary")
     keypoint_names = keypoint_names_for(sources, model.config)
     if keypoint_names is not None:
         grow_keypoint_decoder(model, keypoint_names)
