@@ -102,7 +102,8 @@ def test_video_smoke_trains_on_clips_and_scores_time_against_chance(tmp_path):
     out = run_bench("video.py", "--out", str(tmp_path))
     assert "2 steps of 2 clips" in out
     for metric in ("direction, frames in order", "direction, frames shuffled", "counting, frames in order",
-                   "direction, chance", "counting, most common count"):
+                   "direction, chance", "counting, most common count", "masklet mean IoU, [SEG] then tracker",
+                   "masklet mean IoU, truth on frame 0 then tracker"):
         assert re.search(rf"^{re.escape(metric)}\s+\d\.\d{{3}}$", out, re.M), metric
     assert (tmp_path / "model" / "config.json").is_file() and (tmp_path / "metrics.json").is_file()
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
@@ -183,3 +184,28 @@ def test_shipped_demo_model_loads_without_the_package_and_gives_the_package_logi
     with torch.no_grad():
         expected = model(**processor(**processor_kwargs)).logits
     assert (loaded["logits"] - expected).abs().max() <= 1e-5
+
+
+def test_a_checkpoint_with_video_support_runs_videos_and_masklets_without_the_package(tmp_path):
+    from visionllm_hf.builder import build_tiny
+
+    model, processor = build_tiny(seed=0, video_masks=True)
+    model.eval()
+    checkpoint = tmp_path / "checkpoint"
+    save_checkpoint(model, processor, checkpoint)
+    assert {"video_loading.py", "video_masklets.py"} <= {path.name for path in checkpoint.iterdir()}
+    video = np.random.default_rng(5).integers(0, 256, (9, 40, 56, 3), dtype=np.uint8)
+    texts = ["<image> What is here?", "<video> Segment the moving shape."]
+    answers = ["a cat", "it [SEG]"]
+    scripts = [processor.tokenizer.encode(answer, add_special_tokens=False) for answer in answers]
+    processor_kwargs = {"images": [random_image(50, 80, seed=1)], "text": texts, "videos": [video]}
+    loaded = load_in_fresh_environment(checkpoint, {**processor_kwargs, "scripts": scripts}, tmp_path)
+    inputs = processor(**processor_kwargs)
+    with torch.no_grad():
+        expected_logits = model(**inputs).logits
+    expected = model.generate(**inputs, max_new_tokens=20, logits_processor=[ScriptedTokens(scripts, processor.tokenizer.eos_token_id)])
+    assert (loaded["logits"] - expected_logits).abs().max() <= 1e-5
+    (theirs,) = [result for result in loaded["results"][1] if result["routing"] == "seg"]
+    (ours,) = [result for result in expected.results[1] if result["routing"] == "seg"]
+    assert theirs["video_masks"].shape == (1, 8, 64, 64)
+    torch.testing.assert_close(theirs["video_masks"], ours["video_masks"], atol=1e-5, rtol=0)

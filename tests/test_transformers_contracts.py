@@ -294,7 +294,7 @@ def test_model_input_names_are_what_the_processor_returns(tiny, tiny_plain, tiny
 def test_assisted_generation_with_images_is_refused_in_words(tiny_plain):
     model, processor = tiny_plain
     inputs, _ = beam_batch(processor)
-    with pytest.raises(ValueError, match="assistant model never sees the pixel_values"):
+    with pytest.raises(ValueError, match="the assistant model never sees them"):
         model.generate(**inputs, assistant_model=model, max_new_tokens=2)
 
 

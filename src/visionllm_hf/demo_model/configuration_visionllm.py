@@ -106,6 +106,9 @@ class VisionLLMConfig(PreTrainedConfig):
             Learnable super-link queries per routing name (VisionLLM v2: 4 for perception, 64 for generation);
             0 uses the routing token's own hidden state (LISA / u-LLaVA). Defaults to 4 for `det`, `seg`, `pose`,
             0 for `loc`, 64 for `gen` and `edit`.
+        video_mask_decoder_config (`dict` or `Sam2VideoConfig`, *optional*):
+            A SAM 2 video model that turns the mask a `[SEG]` gives on a video's first frame into a masklet (one
+            mask per frame, see `video_masklets.py`); unset: `[SEG]` about a video gives the first frame's mask only.
         mask_decoder_config (`dict` or `SamConfig`, *optional*):
             Config of the SAM model behind the `"mask"` decoder.
         object_decoder_config (`dict` or `GroundingDinoConfig`, *optional*):
@@ -179,12 +182,14 @@ class VisionLLMConfig(PreTrainedConfig):
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
         "mask_decoder_config": SubConfigSpec(config_class=AutoConfig, model_type="sam", optional=True),
         "object_decoder_config": SubConfigSpec(config_class=AutoConfig, model_type="grounding-dino", optional=True),
+        "video_mask_decoder_config": SubConfigSpec(config_class=AutoConfig, model_type="sam2_video", optional=True),
     }
 
     vision_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
     mask_decoder_config: dict | PreTrainedConfig | None = None
     object_decoder_config: dict | PreTrainedConfig | None = None
+    video_mask_decoder_config: dict | PreTrainedConfig | None = None
     generation_decoder_config: dict | None = None
     editing_decoder_config: dict | None = None
     vision_feature_layer: int = -2

@@ -445,6 +445,9 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
         self.model = VisionLLMModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.decoders = build_decoders(config)
+        self.video_mask_decoder = None  # SAM 2 video: a [SEG] mask on a video's first frame -> a masklet
+        if config.video_mask_decoder_config is not None:
+            self.video_mask_decoder = AutoModel.from_config(config.video_mask_decoder_config)
         self.post_init()
 
     def post_init(self):
@@ -491,6 +494,7 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
         past_key_values: Cache | None = None,
         pixel_values_videos: torch.FloatTensor | None = None,
         decoder_image_index: torch.LongTensor | None = None,
+        decoder_pixel_values_videos: torch.FloatTensor | None = None,
         **kwargs,
     ) -> VisionLLMCausalLMOutputWithPast:
         r"""
@@ -504,6 +508,8 @@ class VisionLLMForConditionalGeneration(VisionLLMPreTrainedModel, GenerationMixi
             decoder_image_index (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
                 Index of that image in the batch's image list (-1: none). With it, a mask decoder's visual prompts
                 are only the regions drawn on that image (in-context examples' regions go to the LLM only).
+            decoder_pixel_values_videos (`torch.FloatTensor`, *optional*):
+                Every video's frames at the decoders' resolution; read by `generate` (masklets), not by `forward`.
             super_link_targets (`list[list[dict]]`, *optional*):
                 Per sample, one target per routing token of its sequence, in order: `{"box": [x1, y1, x2, y2]}`
                 (normalised) for a box decoder, `{"mask": (h, w)}` for a mask decoder. With them, the weighted

@@ -91,16 +91,19 @@ def _objects(result: dict, label: str, size, threshold: float, mask_threshold: f
         if masks is not None:
             mask = _mask_in_pixels(masks[index].float().cpu(), size, mask_threshold)
         box = boxes[index].float().cpu() if boxes is not None else _box_of(mask, size)
-        objects.append(
-            {
-                "label": label,
-                "routing": ROUTING_TOKENS.get(result["routing"], result["routing"]),
-                "score": float(scores[index]),
-                "box": None if box is None else _scale(box.view(2, 2), size).flatten().tolist(),
-                "mask": mask,
-                "keypoints": None if keypoints is None else _keypoints(keypoints[index].float().cpu(), size),
-            }
-        )
+        found = {
+            "label": label,
+            "routing": ROUTING_TOKENS.get(result["routing"], result["routing"]),
+            "score": float(scores[index]),
+            "box": None if box is None else _scale(box.view(2, 2), size).flatten().tolist(),
+            "mask": mask,
+            "keypoints": None if keypoints is None else _keypoints(keypoints[index].float().cpu(), size),
+        }
+        if result.get("video_masks") is not None:  # a [SEG] about a video: its masklet, one mask per frame
+            frames = result["video_masks"][index].float().cpu()
+            found["video_masks"] = np.stack([_mask_in_pixels(frame, size, mask_threshold) for frame in frames])
+            found["video_scores"] = result["video_scores"][index].float().cpu().tolist()
+        objects.append(found)
     return objects
 
 

@@ -119,7 +119,8 @@ class VisionLLMProcessor(ProcessorMixin):
             [`BatchFeature`] with `input_ids`, `attention_mask`; with images, `pixel_values` and `image_grids`;
             with regions, `region_masks` (`(num_regions, tile, tile)` bool masks over each image's global view)
             and `region_image_index` (index of each region's image in the batch's flat image list); with videos,
-            `pixel_values_videos` (`(num_videos, num_frames, 3, tile, tile)`); with decoders,
+            `pixel_values_videos` (`(num_videos, num_frames, 3, tile, tile)`) and, with decoders,
+            `decoder_pixel_values_videos` (the frames at the decoders' resolution); with decoders,
             `decoder_pixel_values` (one image per sample) and `decoder_image_index` (that image's index in the
             batch's flat image list, -1 for none); with a perception `task`, `forced_answer_ids` (`(batch,
             length)`, padded with -100).
@@ -359,8 +360,10 @@ class VisionLLMProcessor(ProcessorMixin):
         texts = [sample.replace(VIDEO_TOKEN, expanded_video) for sample in texts]
         ends = torch.tensor(placeholders).cumsum(0).tolist()
         frames_per_sample = [[frames[0] for frames in loaded[end - n : end]] for end, n in zip(ends, placeholders)]
-        pixels = self.image_processor.video_pixel_values(loaded, **images_kwargs)
-        return texts, frames_per_sample, {"pixel_values_videos": pixels}
+        data = {"pixel_values_videos": self.image_processor.video_pixel_values(loaded, **images_kwargs)}
+        if self.image_processor.decoder_image_size:  # a [SEG] on a video's first frame is tracked through them all
+            data["decoder_pixel_values_videos"] = torch.stack([self.image_processor.decoder_images(frames) for frames in loaded])
+        return texts, frames_per_sample, data
 
     def _decoder_inputs(self, images_per_sample: list[list], first_frames: list[list], decoder_image) -> dict:
         """

@@ -36,6 +36,7 @@ from transformers.modeling_outputs import ModelOutput
 
 from .decoders import decoder_results, run_decoders, visual_prompts_by_row
 from .transformers_compat import cache_argument, output_cache
+from .video_masklets import add_masklets
 
 IMAGE_OPTIONS = ("num_inference_steps", "guidance_scale", "image_guidance_scale", "seed")
 UNSUPPORTED = {
@@ -117,6 +118,8 @@ def generate_with_super_link(
     attention_mask: torch.LongTensor | None = None,
     decoder_pixel_values: torch.FloatTensor | None = None,
     decoder_image_index: torch.LongTensor | None = None,
+    decoder_pixel_values_videos: torch.FloatTensor | None = None,
+    video_mask: bool = True,
     generation_config: GenerationConfig | None = None,
     logits_processor: LogitsProcessorList | None = None,
     return_dict_in_generate: bool | None = None,
@@ -126,7 +129,8 @@ def generate_with_super_link(
     Greedy or sampled generation (per `generation_config`) that runs the decoders on every routing token.
 
     Model inputs other than ids and mask (`pixel_values`, `image_grids`, `region_masks`, ...) go in at prefill
-    only. `num_inference_steps`, `guidance_scale`, `image_guidance_scale` (editing) and `seed` go to the
+    only. With a video tracker (`config.video_mask_decoder_config`), a `[SEG]` about a video also gets its
+    masklet (`video_masks`, `video_scores`: see `video_masklets.py`); `video_mask=False` skips it. `num_inference_steps`, `guidance_scale`, `image_guidance_scale` (editing) and `seed` go to the
     `[GEN]` / `[EDIT]` diffusion pipelines (the LLM itself has no classifier-free guidance here).
     `cache_implementation="static"` preallocates the KV cache (room for a routing token's queries after every new
     token); with it the decode step is `torch.compile`d where transformers' own `generate` would compile it (CUDA,
@@ -217,6 +221,11 @@ def generate_with_super_link(
     rows_with_image = torch.isin(input_ids, torch.tensor([t for t in visual_tokens if t is not None], device=device))
     rows_with_image = rows_with_image.any(dim=1).tolist()
     results = _results(model, occurrences, decoder_pixel_values, visual_prompts, rows_with_image, image_options)
+    tracker = getattr(model, "video_mask_decoder", None)
+    if video_mask and tracker is not None and decoder_pixel_values_videos is not None:
+        per_video = model.config.image_seq_length + decoder_pixel_values_videos.shape[1]
+        videos_per_row = ((input_ids == model.config.video_token_id).sum(1) // per_video).tolist()
+        add_masklets(tracker, results, videos_per_row, decoder_pixel_values_videos, decoder_image_index)
     if return_dict_in_generate is False:
         return sequences
     states = [[o.states for o in occurrences if o.row == row] for row in range(batch)]

@@ -37,6 +37,14 @@ INTERACTIVE_TEMPLATES = [
     "Could you give me the mask of the object in <region>?",
     "Segment what <region> points to.",
 ]
+IN_CONTEXT_TEMPLATES = [  # VisionLLM v2's in-context prompts: examples with a visual prompt, then the query image
+    "<examples> Find all of them in the last image.",
+    "<examples> Detect every one of them in the last image.",
+]
+IN_CONTEXT_SEGMENTATION_TEMPLATES = [
+    "<examples> Segment all of them in the last image.",
+    "<examples> Give the mask of every one of them in the last image.",
+]
 CAPTION_TEMPLATES = [
     "Describe the image briefly.",
     "Give a short caption of the image.",
@@ -73,6 +81,12 @@ TASKS = {  # task -> what it needs besides the image
     "image_editing": ("prompt",),  # the instruction; [EDIT] edits the image
 }
 NEEDS_NO_IMAGE = ("text_to_image",)
+
+
+def in_context_question(template: str, num_examples: int) -> str:
+    """An in-context template with its examples named: `Examples: <region> in image 1, <region> in image 2.`"""
+    examples = ", ".join(f"<region> in image {number}" for number in range(1, num_examples + 1))
+    return template.replace("<examples>", f"Examples: {examples}.")
 
 
 @dataclass
@@ -148,6 +162,8 @@ __all__ = [
     "DETECTION_TEMPLATES",
     "GENERATION_TEMPLATES",
     "INTERACTIVE_TEMPLATES",
+    "IN_CONTEXT_SEGMENTATION_TEMPLATES",
+    "IN_CONTEXT_TEMPLATES",
     "NEEDS_NO_IMAGE",
     "POSE_TEMPLATES",
     "REC_TEMPLATES",
@@ -155,5 +171,6 @@ __all__ = [
     "SEGMENTATION_TEMPLATES",
     "TASKS",
     "TaskRequest",
+    "in_context_question",
     "task_request",
 ]

@@ -2,7 +2,7 @@
 
 The templates come from the papers' appendices: VisionLLM v2 (paper 002, tables A13, A14 and A16) for region
 captions and recognition, RegionGPT (paper 003, table 1) for closed-set classification and referring
-expression comprehension. `<regions>` in a template is replaced by the region placeholders, e.g.
+expression comprehension, u-LLaVA (paper 004) for video captions. `<regions>` in a template is replaced by the region placeholders, e.g.
 `"region1 <region>, region2 <region>"`.
 """
 
@@ -63,11 +63,18 @@ REFERRING_COMPREHENSION = [
 REFERRING_GUIDE = "Answer the question using the template Region [x]."
 NO_MATCH_ANSWER = "No corresponding options found."
 
+VIDEO_CAPTION = [  # u-LLaVA (paper 004), appendix: templates for video captioning
+    "Describe the video concisely.",
+    "What's happening in this video?",
+    "Write a terse but informative summary of the video.",  # the paper prints "the VCR", read here as the video
+]
+
 TEMPLATES = {
     "region_caption_detailed": DETAILED_REGION_CAPTION,
     "region_caption_brief": BRIEF_REGION_CAPTION,
     "region_recognition": REGION_RECOGNITION,
     "referring_comprehension": REFERRING_COMPREHENSION,
+    "video_caption": VIDEO_CAPTION,
 }
 
 
@@ -146,6 +153,7 @@ def _choose(templates: list[str], rng: random.Random | None) -> str:
 __all__ = [
     "NO_MATCH_ANSWER",
     "TEMPLATES",
+    "VIDEO_CAPTION",
     "parse_category_answer",
     "parse_region_answer",
     "referring_comprehension_answer",

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as coco_mask
 
+from ..processing.templates import VIDEO_CAPTION
 from .scenes import KINDS, Shape, _polygon_mask, _random_shape, render
 
 DIRECTIONS = ("left", "right", "up", "down")
@@ -145,8 +146,9 @@ def write_clip_dataset(root: str | Path, num_clips: int, seed: int = 0, size: in
         for t, frame in enumerate(clip.frames):
             frame.save(root / video / f"frame_{t:02d}.png")
         mover = clip.mover()
+        rng = random.Random(f"clip-questions-{seed}-{index}")
         questions = [
-            ("video_caption", "Describe what happens in the video briefly.", clip.caption()),
+            ("video_caption", rng.choice(VIDEO_CAPTION), clip.caption()),
             ("video_qa", f"Which way does the {mover.kind} move? Answer with one word.", clip.direction()),
             ("video_counting", "How many shapes appear in the video? Answer with a number.", str(clip.count())),
         ]

@@ -144,7 +144,7 @@ class CocoSource:
         self.image_ids = [image_id for image_id in self.images if keep(self.annotations[image_id])]
         self.images_by_category: dict[int, list[int]] = {}  # for in-context examples
         for image_id in self.image_ids:
-            for category in sorted({a["category_id"] for a in self.annotations[image_id]}):
+            for category in sorted({a["category_id"] for a in self.annotations[image_id] if "category_id" in a}):
                 self.images_by_category.setdefault(category, []).append(image_id)
 
     def __len__(self) -> int:
