@@ -46,8 +46,9 @@ setup(
         "diffusion": ["diffusers>=0.30"],  # [GEN] / [EDIT] decoders
         "evaluate": ["evaluate", "datasets"],
         "app": ["gradio>=6,<7", "scikit-image"],  # `visionllm-hf app`: the web page and its example photos
+        "video": ["av"],  # video files in `videos=` (frame lists, arrays and frame folders need nothing)
         "test": [
-            "pytest>=8", "timm>=1.0", "datasets", "deepspeed", "evaluate", "scikit-image", "diffusers>=0.30",
+            "pytest>=8", "timm>=1.0", "datasets", "deepspeed", "evaluate", "scikit-image", "diffusers>=0.30", "av",
             "supervision",  # predict's results go to supervision.Detections.from_transformers unchanged (tested)
             "gradio>=6,<7", "selenium>=4.10",  # tests/test_app.py drives the page in Debian's headless chromium
         ],

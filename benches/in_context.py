@@ -4,7 +4,8 @@ The shipped demo model is tuned through `visionllm-hf train` on COCO-format synt
 `in_context_detection` task (1-2 other images of a kind, one of its shapes boxed in each, then the query image:
 "Examples: <region> in image 1. Find all of them in the last image." -> "circle [DET]."), mixed with plain
 detection. On held-out scenes it is asked the in-context question with examples from other held-out scenes, and
-the same question without examples (only the query image): detection AP50 of the examples' kind in the query.
+the same question without examples (only the query image): detection AP50 of the examples' kind in the query,
+and how often the answer names that kind (the query image may hold other kinds: chance is 1 in 4 kinds).
 The decoders read the last image (the processor's default), so the examples only tell the LLM what to find.
 
     python benches/in_context.py [--train-images 2000] [--eval-queries 100] [--steps 2000] [--out outputs/in_context]
@@ -12,6 +13,8 @@ The decoders read the last image (the processor's default), so the examples only
 """
 
 import argparse
+import contextlib
+import io
 import json
 import random
 import time
@@ -55,8 +58,12 @@ def queries(count: int, pool: int = 300) -> list[dict]:
     return made
 
 
-def detect(model, processor, query: dict, with_examples: bool) -> list[tuple[list[float], float]]:
-    """Boxes (xyxy pixels) and scores the `[DET]` answers give on the query image."""
+def detect(model, processor, query: dict, with_examples: bool) -> tuple[str, list[tuple[list[float], float]]]:
+    """
+    The kind the model names, and the boxes (xyxy pixels) and scores its `[DET]` gives on the query image. As
+    VisionLLM v2 evaluates perception, the answer's structure is given (`<name> [DET].`) and the model chooses
+    the rest: here the name, greedily, then the decoders' boxes.
+    """
     images = (query["examples"] if with_examples else []) + [query["scene"].image]
     regions = query["regions"] if with_examples else []
     question = in_context_question(IN_CONTEXT_TEMPLATES[0], len(regions)) if with_examples else \
@@ -65,16 +72,21 @@ def detect(model, processor, query: dict, with_examples: bool) -> list[tuple[lis
     prompt = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
     inputs = processor(images=[images], text=[prompt], regions=[[[r] for r in regions] + [[]]] if regions else None)
     with torch.no_grad():
+        named = model.generate(**inputs, max_new_tokens=4, return_dict_in_generate=False)
+        words = processor.batch_decode(named[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0].split()
+        name = words[0].strip(".,") if words else "object"
+        inputs["forced_answer_ids"] = torch.tensor([processor.answer_token_ids(f"{name} [DET].")])
         outputs = model.generate(**inputs, max_new_tokens=12)
     size = query["scene"].image.size[::-1]
     objects = processor.post_process_generation(outputs, target_sizes=[size], threshold=0.0)[0]["objects"]
-    return [(o["box"], o["score"]) for o in objects if o["routing"] == "[DET]"]
+    return name, [(o["box"], o["score"]) for o in objects if o["routing"] == "[DET]"]
 
 
-def average_precision(model_dir: Path, made: list[dict], with_examples: bool) -> float:
+def scores(model_dir: Path, made: list[dict], with_examples: bool) -> tuple[float, float]:
+    """Detection AP50 of the asked kind over the queries, and how often the model names that kind."""
     model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
-    images, annotations, results = [], [], []
+    images, annotations, results, named_right = [], [], [], 0
     for image_id, query in enumerate(made, start=1):
         images.append({"id": image_id, "width": 128, "height": 128})
         for shape in query["scene"].shapes:
@@ -82,12 +94,15 @@ def average_precision(model_dir: Path, made: list[dict], with_examples: bool) ->
                 x1, y1, x2, y2 = shape.box()
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "iscrowd": 0,
                                     "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
-        for (x1, y1, x2, y2), score in detect(model, processor, query, with_examples):
+        name, found = detect(model, processor, query, with_examples)
+        named_right += name == query["kind"]
+        for (x1, y1, x2, y2), score in found:
             results.append({"image_id": image_id, "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
     truth = COCO()
     truth.dataset = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "asked"}]}
-    truth.createIndex()
-    return coco_average_precision(truth, results, "bbox")["AP50"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth.createIndex()
+    return coco_average_precision(truth, results, "bbox")["AP50"], named_right / len(made)
 
 
 def main():
@@ -106,11 +121,11 @@ def main():
     model_dir = train(out, args.train_images, args.steps, args.batch_size)
     trained = time.time()
     made = queries(args.eval_queries, pool=max(3 * args.eval_queries, 40))
-    metrics = {
-        "in-context AP50, with examples": average_precision(model_dir, made, True),
-        "in-context AP50, without examples": average_precision(model_dir, made, False),
-        "shipped demo, with examples": average_precision(DEMO_MODEL, made, True),
-    }
+    metrics = {}
+    for name, folder, with_examples in (("with examples", model_dir, True), ("without examples", model_dir, False),
+                                        ("shipped demo, with examples", DEMO_MODEL, True)):
+        metrics[f"AP50, {name}"], metrics[f"kind named, {name}"] = scores(folder, made, with_examples)
+    metrics["kind named, chance"] = 0.25
     print(f"\n{args.steps} steps of {args.batch_size} ({args.train_images} training scenes): "
           f"{(trained - started) / 60:.1f} min; {args.eval_queries} held-out queries")
     for name, value in metrics.items():

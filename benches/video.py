@@ -1,14 +1,23 @@
-"""Does the model read time? Video QA on synthetic clips, trained through `visionllm-hf train`.
+"""Does the model read time? Video QA on synthetic clips, trained through `visionllm-hf pretrain` and `train`.
 
-The shipped demo model (which never saw a video) is tuned on clips of moving shapes (`visionllm-hf synth
---clips`): captions, "which way does the circle move?" and "how many shapes appear?", each clip as u-LLaVA's
-spatio-temporal tokens (patch features averaged over the 8 frames + each frame's features averaged over space).
-`visionllm-hf train` adds the video tokens the checkpoint lacks. Then, on held-out clips: direction accuracy and
-counting exact match, against chance, and the same model with each clip's frames shuffled (a model that reads
-time loses direction, not counting). Last, `[SEG]` about each clip's mover with a SAM 2 video tracker attached:
-the masklet's mean IoU with the truth (see `masklet_iou`).
+u-LLaVA's video tokens average the vision features: over time (one spatial token per patch) and over space (one
+temporal token per frame). Motion then shows only if a frame's averaged features change with where its shapes
+are, i.e. if the tower's patch features say where they are, as a real CLIP's do. The default recipe builds such a
+model offline, as `benches/learning.py` does for images, from stage 0:
 
-    python benches/video.py [--train-clips 2000] [--eval-clips 200] [--steps 3000] [--out outputs/video] [--smoke]
+0. `visionllm-hf synth` writes scenes and clips (`--clips`); `pretrain clip --region-positions` trains the demo
+   tower as a CLIP on captions and on region texts that say where each shape is ("a red circle at the top
+   left"); `pretrain llm` a Llama on the data's text; `build --preset demo` assembles them;
+1. `train --stage v2-pretrain` on the clips (projector, LLM frozen), then `--stage v2-tune` (LLM and projector).
+
+`--recipe demo` instead tunes the shipped demo model (its tower's features barely move with position: see the
+README) with step 1's `v2-tune`; `train` adds the video tokens it lacks. Then, on held-out clips: direction
+accuracy and counting exact match against chance, and the same model with each clip's frames shuffled (a model
+that reads time loses direction, not counting). Last, `[SEG]` about each clip's mover with a SAM 2 video tracker
+attached: the masklet's mean IoU with the truth (see `masklet_iou`).
+
+    python benches/video.py [--recipe stage0|demo] [--train-clips 2000] [--eval-clips 200] [--steps 3000]
+                            [--out outputs/video] [--smoke]
 """
 
 import argparse
@@ -32,15 +41,34 @@ QUESTIONS = {
 }
 
 
-def train(out: Path, train_clips: int, steps: int, batch_size: int) -> Path:
-    data = out / "clips"
-    cli(["synth", "--out", str(data), "--num-images", "1", "--clips", str(train_clips)])
-    model = out / "model"
-    cli(["train", "--model", str(DEMO_MODEL), "--stage", "v2-tune", "--learning_rate_scale", "20",
-         "--data", f"conversation={data}/video_conversations.json,task=video",
-         "--output_dir", str(model), "--max_steps", str(steps), "--per_device_train_batch_size", str(batch_size),
-         "--logging_steps", str(max(steps // 10, 1)), "--save_strategy", "no", "--seed", "0"])
-    return model
+PRETRAINING = {"clip": 1500, "llm": 1500, "v2-pretrain": 800}  # steps (CLIP batches of 64, LLM of 32)
+
+
+def train(out: Path, recipe: str, train_clips: int, steps: int, batch_size: int, fraction: float = 1.0) -> Path:
+    """The recipe's model folder; `fraction` scales stage 0's steps (smoke runs)."""
+    data = out / "data"
+    scenes = 1 if recipe == "demo" else max(8, int(3000 * fraction))
+    cli(["synth", "--out", str(data), "--num-images", str(scenes), "--clips", str(train_clips)])
+    clips = f"conversation={data}/video_conversations.json"
+    tune = ["--stage", "v2-tune", "--learning_rate_scale", "20", "--data", clips, "--max_steps", str(steps),
+            "--per_device_train_batch_size", str(batch_size), "--logging_steps", str(max(steps // 10, 1)),
+            "--save_strategy", "no", "--seed", "0"]
+    if recipe == "demo":
+        cli(["train", "--model", str(DEMO_MODEL), "--output_dir", str(out / "model"), *tune])
+        return out / "model"
+    step_counts = {name: str(max(2, int(count * fraction))) for name, count in PRETRAINING.items()}
+    cli(["pretrain", "clip", "--captions", str(data / "captions.json"), "--instances", str(data / "instances.json"),
+         "--images", str(data / "images"), "--region-positions", "--out", str(out / "clip"),
+         "--steps", step_counts["clip"], "--batch-size", "64"])
+    cli(["pretrain", "llm", "--text", str(data / "conversations.json"), str(data / "captions.json"),
+         str(data / "video_conversations.json"), "--out", str(out / "llm"), "--steps", step_counts["llm"],
+         "--batch-size", "32"])
+    cli(["build", "--preset", "demo", "--vision", str(out / "clip"), "--llm", str(out / "llm"), "--out", str(out / "base")])
+    cli(["train", "--model", str(out / "base"), "--stage", "v2-pretrain", "--data", clips, "--output_dir",
+         str(out / "aligned"), "--max_steps", step_counts["v2-pretrain"], "--per_device_train_batch_size",
+         str(batch_size), "--save_strategy", "no", "--seed", "0"])
+    cli(["train", "--model", str(out / "aligned"), "--output_dir", str(out / "model"), *tune])
+    return out / "model"
 
 
 def answers(model, processor, clips, question: str, frames_of, batch_size: int = 16) -> list[str]:
@@ -87,7 +115,8 @@ def masklet_iou(model_dir: Path, eval_clips: int) -> dict[str, float]:
     `[SEG]` about each held-out clip's mover (answer forced to "<kind> [SEG]") with a SAM 2 video tracker attached:
     mean IoU of its per-frame masks with the truth. The tracker here is transformers' `Sam2VideoModel` at the
     tests' tiny size with random weights (no SAM 2 checkpoint can be downloaded on this machine), so the figure is
-    the plumbing's, not SAM 2's; "truth on frame 0" prompts the tracker with the true first-frame mask instead.
+    the plumbing's, not SAM 2's; "truth on frame 0" prompts the tracker with the true first-frame mask instead, and
+    "kept, no tracker" repeats that mask on every frame (what a tracker must beat while the shape moves).
     """
     from visionllm_hf.modeling.video_masklets import propagate_masklet, tiny_sam2_video_config
     from transformers import Sam2VideoModel
@@ -96,7 +125,7 @@ def masklet_iou(model_dir: Path, eval_clips: int) -> dict[str, float]:
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
     torch.manual_seed(0)
     model.video_mask_decoder = Sam2VideoModel(tiny_sam2_video_config(image_size=128)).eval()
-    ious = {"[SEG] then tracker": [], "truth on frame 0 then tracker": []}
+    ious = {"[SEG] then tracker": [], "truth on frame 0 then tracker": [], "truth on frame 0 kept, no tracker": []}
     for index in range(eval_clips):
         clip = make_clip(1, index)
         prompt = processor.apply_chat_template([{"role": "user", "content": [
@@ -110,7 +139,8 @@ def masklet_iou(model_dir: Path, eval_clips: int) -> dict[str, float]:
         frames = torch.stack([torch.from_numpy(np.array(frame)).permute(2, 0, 1) for frame in clip.frames]) / 255
         oracle, _ = propagate_masklet(model.video_mask_decoder, frames, truth[0])
         predictions = {"[SEG] then tracker": [torch.from_numpy(m) for m in objects[0]["video_masks"]],
-                       "truth on frame 0 then tracker": list(oracle > 0.5)}
+                       "truth on frame 0 then tracker": list(oracle > 0.5),
+                       "truth on frame 0 kept, no tracker": [truth[0]] * len(truth)}
         for name, masks in predictions.items():
             ious[name].append(sum(_iou(mask, true) for mask, true in zip(masks, truth)) / len(truth))
     return {f"masklet mean IoU, {name}": sum(values) / len(values) for name, values in ious.items()}
@@ -122,6 +152,7 @@ def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipe", choices=("stage0", "demo"), default="stage0")
     parser.add_argument("--train-clips", type=int, default=2000)
     parser.add_argument("--eval-clips", type=int, default=200)
     parser.add_argument("--steps", type=int, default=3000)
@@ -133,12 +164,12 @@ def main():
         args.train_clips, args.eval_clips, args.steps, args.batch_size = 8, 4, 2, 2
     out = Path(args.out)
     started = time.time()
-    model_dir = train(out, args.train_clips, args.steps, args.batch_size)
+    model_dir = train(out, args.recipe, args.train_clips, args.steps, args.batch_size, 0.002 if args.smoke else 1.0)
     trained = time.time()
     metrics = evaluate(model_dir, args.eval_clips)
     metrics.update(masklet_iou(model_dir, min(args.eval_clips, 50)))
-    print(f"\n{args.steps} steps of {args.batch_size} clips ({args.train_clips} training clips): "
-          f"{(trained - started) / 60:.1f} min; evaluation on {args.eval_clips} held-out clips")
+    print(f"\nrecipe {args.recipe}: v2-tune {args.steps} steps of {args.batch_size} clips ({args.train_clips} "
+          f"training clips), {(trained - started) / 60:.1f} min in all; evaluation on {args.eval_clips} held-out clips")
     for name, value in metrics.items():
         print(f"{name:<32} {value:.3f}")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -83,6 +83,8 @@ def _pretrain_parser(commands):
     pretrain.add_argument("--out", required=True, help="folder to write the pretrained part to")
     pretrain.add_argument("--captions", help="clip: a COCO captions file (image-caption pairs)")
     pretrain.add_argument("--instances", help="clip: a COCO instances file (region-text pairs: masks and names)")
+    pretrain.add_argument("--region-positions", action="store_true",
+                          help="clip: region texts also say where the region is ('... at the top left')")
     pretrain.add_argument("--images", help="clip: the folder its file names start from")
     pretrain.add_argument("--text", nargs="+", help="llm: .txt, COCO captions, conversation JSON or referring "
                           ".jsonl files")

@@ -32,6 +32,8 @@ FLAT_CODE_FILES = {
     "decoder_keypoint.py",
     "decoder_diffusion.py",
     "processing_visionllm.py",
+    "video_loading.py",
+    "video_masklets.py",
     "image_processing_visionllm.py",
     "regions.py",
     "post_processing.py",

@@ -132,3 +132,14 @@ def test_bad_pretraining_data_is_named(data, tmp_path):
         clip_records(data["images"])
     with pytest.raises(SystemExit, match="needs --images DIR and --captions"):
         main(["pretrain", "clip", "--out", str(tmp_path / "x")])
+
+
+def test_region_texts_can_say_where_the_region_is():
+    from visionllm_hf.trainer.pretrain import region_text
+
+    image = {"width": 90, "height": 60}
+    attributes = {"attributes": {"size": "small", "colour": "red"}}
+    assert region_text({"bbox": [0, 0, 20, 10], **attributes}, "circle") == "a small red circle"
+    assert region_text({"bbox": [0, 0, 20, 10], **attributes}, "circle", image) == "a small red circle at the top left"
+    assert region_text({"bbox": [35, 25, 20, 10]}, "square", image) == "a square at the middle centre"
+    assert region_text({"bbox": [80, 50, 10, 10]}, "square", image) == "a square at the bottom right"  # edge: last third

@@ -229,3 +229,31 @@ def test_a_seg_answer_about_a_video_gives_a_masklet(tmp_path):
               if o["routing"] == "[SEG]"]
     assert obj["video_masks"].shape == (6, 128, 128) and obj["video_masks"].dtype == bool
     assert len(obj["video_scores"]) == 6
+
+
+def test_train_gives_a_checkpoint_without_video_tokens_its_video_tokens(tmp_path):
+    """The shipped demo model predates video support: `visionllm-hf train` on video data adds the three tokens."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from visionllm_hf.cli import main
+    from visionllm_hf.demo import DEMO_MODEL
+    from visionllm_hf.synthetic.clips import write_clip_dataset
+
+    demo = json.loads((DEMO_MODEL / "config.json").read_text())
+    assert demo.get("video_token_id") is None
+    paths = write_clip_dataset(tmp_path / "clips", 2, num_frames=3)
+    out = tmp_path / "tuned"
+    assert main(["train", "--model", str(DEMO_MODEL), "--stage", "v2-tune", "--data",
+                 f"conversation={paths['conversations']}", "--output_dir", str(out), "--max_steps", "1",
+                 "--per_device_train_batch_size", "2", "--save_strategy", "no", "--learning_rate_scale", "0"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    vocabulary = demo["text_config"]["vocab_size"]
+    assert [config[f"video{part}_token_id"] for part in ("", "_start", "_end")] == [vocabulary, vocabulary + 1, vocabulary + 2]
+    assert config["text_config"]["vocab_size"] == vocabulary + 3
+    old, new = load_file(DEMO_MODEL / "model.safetensors"), load_file(out / "model.safetensors")
+    name = "model.language_model.embed_tokens.weight"
+    assert torch.equal(new[name][:vocabulary], old[name])  # the old rows kept (learning rates scaled to 0)
+    processor = __import__("transformers").AutoProcessor.from_pretrained(out, trust_remote_code=True)
+    assert processor.tokenizer.encode("<video>", add_special_tokens=False) == [vocabulary]

@@ -69,7 +69,7 @@ def pretrain(args: argparse.Namespace) -> int:
         if not ((args.captions or args.instances) and args.images):
             raise SystemExit("visionllm-hf pretrain clip needs --images DIR and --captions FILE, --instances FILE or both")
         out = pretrain_clip(args.images, args.out, captions=args.captions, instances=args.instances,
-                            preset=args.preset, model=args.model, **training)
+                            preset=args.preset, model=args.model, region_positions=args.region_positions, **training)
     else:
         if not args.text:
             raise SystemExit("visionllm-hf pretrain llm needs --text FILE [FILE ...]")

@@ -172,8 +172,8 @@ class VisionLLMProcessor(ProcessorMixin):
             data.update(self._decoder_inputs(images_per_sample, frames_per_sample, decoder_image))
 
         text_inputs = self.tokenizer(texts, return_tensors=return_tensors, **text_kwargs)
-        self._check_image_token_counts(text_inputs["input_ids"], image_tokens_per_sample)
-        self._check_video_token_counts(text_inputs["input_ids"], video_tokens_per_sample)
+        self._check_token_counts(text_inputs["input_ids"], self.image_token_id, image_tokens_per_sample, "image")
+        self._check_token_counts(text_inputs["input_ids"], self.video_token_id, video_tokens_per_sample, "video")
         self._warn_past_model_length(text_inputs["attention_mask"])
         data.update(text_inputs)
         return BatchFeature(data=data, tensor_type=return_tensors)
@@ -441,24 +441,17 @@ class VisionLLMProcessor(ProcessorMixin):
                 stacklevel=3,
             )
 
-    def _check_image_token_counts(self, input_ids, expected: list[int]):
-        for index, (ids, count) in enumerate(zip(input_ids, expected)):
-            found = int((torch.as_tensor(ids) == self.image_token_id).sum())
-            if found != count:
-                raise ValueError(
-                    f"sample {index} should hold {count} image tokens after tokenisation but holds {found}; "
-                    "truncation may have cut into an image, or the text contains stray image tokens"
-                )
-
-    def _check_video_token_counts(self, input_ids, expected: list[int]):
-        if self.video_token_id is None:
+    @staticmethod
+    def _check_token_counts(input_ids, token_id: int | None, expected: list[int], what: str):
+        """Each sample holds exactly the `<image>` / `<video>` tokens its images / videos take."""
+        if token_id is None:
             return
         for index, (ids, count) in enumerate(zip(input_ids, expected)):
-            found = int((torch.as_tensor(ids) == self.video_token_id).sum())
+            found = int((torch.as_tensor(ids) == token_id).sum())
             if found != count:
                 raise ValueError(
-                    f"sample {index} should hold {count} video tokens after tokenisation but holds {found}; "
-                    "truncation may have cut into a video"
+                    f"sample {index} should hold {count} {what} tokens after tokenisation but holds {found}; "
+                    f"truncation may have cut into its {what}s, or the text contains stray {what} tokens"
                 )
 
     @property

@@ -74,7 +74,6 @@ TEMPLATES = {
     "region_caption_brief": BRIEF_REGION_CAPTION,
     "region_recognition": REGION_RECOGNITION,
     "referring_comprehension": REFERRING_COMPREHENSION,
-    "video_caption": VIDEO_CAPTION,
 }
 
 

@@ -67,7 +67,7 @@ def caption_pairs(captions: str | Path, images: str | Path) -> list[tuple[Path, 
 def read_texts(path: str | Path) -> list[str]:
     """
     The text of a data file: `.txt` (one text per line), a COCO captions JSON, a LLaVA conversation JSON (turns
-    written `USER: ... ASSISTANT: ...`, `<image>` removed) or referring JSON lines (expressions, region captions).
+    written `USER: ... ASSISTANT: ...`, `<image>` and `<video>` removed) or referring JSON lines (expressions, region captions).
     """
     path = Path(path)
     if path.suffix == ".txt":
@@ -85,21 +85,35 @@ def read_texts(path: str | Path) -> list[str]:
 
 def _conversation_text(turns: list[dict]) -> str:
     speakers = {"human": "USER:", "gpt": "ASSISTANT:"}
-    return " ".join(f"{speakers.get(turn['from'], turn['from'])} {turn['value'].replace('<image>', '').strip()}"
+    return " ".join(f"{speakers.get(turn['from'], turn['from'])} {_without_placeholders(turn['value'])}"
                     for turn in turns)
 
 
-def region_text(annotation: dict, category: str) -> str:
-    """"a small red circle" from a COCO annotation's `attributes` (as the synthetic data writes), else "a circle"."""
+def _without_placeholders(text: str) -> str:
+    return text.replace("<image>", "").replace("<video>", "").strip()
+
+
+def region_text(annotation: dict, category: str, image: dict | None = None) -> str:
+    """
+    "a small red circle" from a COCO annotation's `attributes` (as the synthetic data writes), else "a circle";
+    with the `image` record (its width and height), also where the object is: "a small red circle at the top
+    left" (thirds of the image, from the box's centre).
+    """
     attributes = annotation.get("attributes") or {}
     words = [attributes[key] for key in ("size", "colour", "color") if isinstance(attributes.get(key), str)]
-    return "a " + " ".join(words + [category])
+    text = "a " + " ".join(words + [category])
+    if image is None:
+        return text
+    x, y, width, height = annotation["bbox"]
+    column = ("left", "centre", "right")[min(int(3 * (x + width / 2) / image["width"]), 2)]
+    row = ("top", "middle", "bottom")[min(int(3 * (y + height / 2) / image["height"]), 2)]
+    return f"{text} at the {row} {column}"
 
 
-def clip_records(images, captions=None, instances=None) -> list[dict]:
+def clip_records(images, captions=None, instances=None, positions: bool = False) -> list[dict]:
     """
     One record per image: its file, its captions (a COCO captions file) and its regions (a COCO instances file:
-    each annotation's mask and `region_text`). At least one of the two files.
+    each annotation's mask and `region_text`, with where it is when `positions`). At least one of the two files.
     """
     if captions is None and instances is None:
         raise ValueError("CLIP pretraining needs a COCO captions file, a COCO instances file, or both")
@@ -120,7 +134,8 @@ def clip_records(images, captions=None, instances=None) -> list[dict]:
             for annotation in coco.loadAnns(coco.getAnnIds(imgIds=image["id"], iscrowd=False)):
                 mask = coco.annToMask(annotation)
                 if mask.any():
-                    record["regions"].append((mask, region_text(annotation, names[annotation["category_id"]])))
+                    text = region_text(annotation, names[annotation["category_id"]], image if positions else None)
+                    record["regions"].append((mask, text))
     return list(records.values())
 
 
@@ -223,13 +238,14 @@ def new_clip(preset: str, tokenizer) -> CLIPModel:
 
 
 def pretrain_clip(images, out, captions=None, instances=None, preset: str = "demo", model: str | None = None,
-                  feature_layer: int = -2, **training) -> Path:
+                  feature_layer: int = -2, region_positions: bool = False, **training) -> Path:
     """
     Contrastive training (`contrastive_losses`) of a preset's random CLIP, or of the CLIP folder `model`, on the
     images of `captions` and / or `instances` (COCO files). `feature_layer` is the VisionLLM's
-    `vision_feature_layer` (-2, LLaVA's and the demo's).
+    `vision_feature_layer` (-2, LLaVA's and the demo's). `region_positions` adds where each region is to its
+    text, so that patch features say where they are (what video tokens averaged over space need to show motion).
     """
-    records = clip_records(images, captions, instances)
+    records = clip_records(images, captions, instances, positions=region_positions)
     set_seed(training.get("seed", 0))
     if model is None:
         tokenizer = train_tiny_tokenizer()
