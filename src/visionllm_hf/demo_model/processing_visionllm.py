@@ -334,8 +334,9 @@ class VisionLLMProcessor(ProcessorMixin):
         """
         if self.video_token_id is None:
             raise ValueError(
-                f"this checkpoint's tokenizer has no {VIDEO_TOKEN} token, so it cannot read videos; build the model "
-                "with `visionllm-hf build` (which adds <video>, <vid_beg> and </vid_end>) and train it on videos"
+                f"this checkpoint's tokenizer has no {VIDEO_TOKEN} token, so it cannot read videos; train it on "
+                "video data with `visionllm-hf train`, which adds <video>, <vid_beg> and </vid_end> (as does "
+                "`visionllm-hf build` for a new checkpoint)"
             )
         num_frames = num_frames or self.num_frames
         placeholders = [sample.count(VIDEO_TOKEN) for sample in texts]
