@@ -118,7 +118,8 @@ def masklet_iou(model_dir: Path, eval_clips: int) -> dict[str, float]:
     the plumbing's, not SAM 2's; "truth on frame 0" prompts the tracker with the true first-frame mask instead, and
     "kept, no tracker" repeats that mask on every frame (what a tracker must beat while the shape moves).
     """
-    from visionllm_hf.modeling.video_masklets import propagate_masklet, tiny_sam2_video_config
+    from visionllm_hf.builder.presets import tiny_sam2_video_config
+    from visionllm_hf.modeling.video_masklets import propagate_masklet
     from transformers import Sam2VideoModel
 
     model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()

@@ -8,8 +8,9 @@ import pytest
 import torch
 from transformers import Sam2VideoConfig, Sam2VideoModel, Sam2VideoVideoProcessor
 
+from visionllm_hf.builder.presets import tiny_sam2_video_config
 from visionllm_hf.modeling import video_masklets
-from visionllm_hf.modeling.video_masklets import propagate_masklet, tiny_sam2_video_config
+from visionllm_hf.modeling.video_masklets import propagate_masklet
 
 NUM_FRAMES, HEIGHT, WIDTH = 5, 48, 64
 
@@ -167,4 +168,4 @@ def test_module_imports_only_torch_and_transformers():
             assert node.level == 0, "relative import"
             roots.add(node.module.split(".")[0])
     assert roots == {"torch", "transformers"}
-    assert video_masklets.__all__ == ["add_masklets", "propagate_masklet", "tiny_sam2_video_config"]
+    assert video_masklets.__all__ == ["add_masklets", "propagate_masklet"]

@@ -221,7 +221,7 @@ def generate_with_super_link(
     rows_with_image = torch.isin(input_ids, torch.tensor([t for t in visual_tokens if t is not None], device=device))
     rows_with_image = rows_with_image.any(dim=1).tolist()
     results = _results(model, occurrences, decoder_pixel_values, visual_prompts, rows_with_image, image_options)
-    tracker = getattr(model, "video_mask_decoder", None)
+    tracker = model.video_mask_decoder
     if video_mask and tracker is not None and decoder_pixel_values_videos is not None:
         per_video = model.config.image_seq_length + decoder_pixel_values_videos.shape[1]
         videos_per_row = ((input_ids == model.config.video_token_id).sum(1) // per_video).tolist()

@@ -11,10 +11,12 @@ This file ships with every checkpoint (``trust_remote_code``): it imports only t
 
 import torch
 import torch.nn.functional as F
-from transformers import Sam2VideoConfig, Sam2VideoInferenceSession, Sam2VideoModel
+from transformers import Sam2VideoInferenceSession, Sam2VideoModel
 
-SAM2_VIDEO_MEAN = (0.485, 0.456, 0.406)
-SAM2_VIDEO_STD = (0.229, 0.224, 0.225)
+# ImageNet statistics: the SAM 2 video processor's defaults, and how the VisionLLM processor normalises the
+# decoders' frames (`decoder_pixel_values_videos`)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _resize(images: torch.Tensor, size, antialias: bool = True) -> torch.Tensor:
@@ -59,8 +61,8 @@ def propagate_masklet(
     device, dtype, size = video_model.device, video_model.dtype, video_model.config.image_size
 
     pixels = _resize(frames.to(device, torch.float32), (size, size))
-    mean = torch.tensor(SAM2_VIDEO_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(SAM2_VIDEO_STD, device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     session = Sam2VideoInferenceSession(
         video=(pixels - mean) / std,
         video_height=height,
@@ -91,10 +93,6 @@ def propagate_masklet(
     finally:
         video_model.train(was_training)
     return masks, scores
-
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # how the processor normalises decoder images
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def add_masklets(
@@ -133,46 +131,4 @@ def add_masklets(
         first_video += videos_per_row[row]
 
 
-def tiny_sam2_video_config(image_size: int = 64) -> Sam2VideoConfig:
-    """
-    A `Sam2VideoConfig` small enough for CPU tests (about 0.62M parameters at `image_size=64`).
-
-    The memory path fixes some sizes: the memory attention reads 64-channel memories (hard-coded), and the object
-    pointers are only split into memory tokens when the model's hidden size is larger than that, so the hidden
-    size is 128. Each Hiera stage has one block and a different width (a stage that keeps its width would not pool
-    its residual), and no block has global attention (a global block that pools divides by a zero window).
-
-    Args:
-        image_size (`int`, *optional*, defaults to 64):
-            Side of the square model input, a multiple of 32.
-    """
-    if image_size % 32:
-        raise ValueError(f"`image_size` must be a multiple of 32, got {image_size}")
-    side = [image_size // 4, image_size // 8, image_size // 16]  # the feature maps SAM2 reads: strides 4, 8, 16
-    backbone = dict(
-        model_type="sam2_hiera_det_model", hidden_size=8, image_size=[image_size, image_size],
-        blocks_per_stage=[1, 1, 1, 1], embed_dim_per_stage=[8, 12, 16, 24],
-        num_attention_heads_per_stage=[1, 1, 1, 1], window_size_per_stage=[4, 4, 4, 2],
-        window_positional_embedding_background_size=[4, 4], global_attention_blocks=[],
-    )  # fmt: skip
-    vision = dict(
-        model_type="sam2_vision_model", backbone_config=backbone, backbone_channel_list=[24, 16, 12, 8],
-        backbone_feature_sizes=[[s, s] for s in side], fpn_hidden_size=128,
-    )  # fmt: skip
-    return Sam2VideoConfig(
-        vision_config=vision,
-        prompt_encoder_config=dict(hidden_size=128, image_size=image_size, patch_size=16, mask_input_channels=4),
-        mask_decoder_config=dict(
-            hidden_size=128, mlp_dim=64, num_hidden_layers=1, num_attention_heads=2, num_multimask_outputs=1,
-            iou_head_depth=1, iou_head_hidden_dim=16,
-        ),
-        image_size=image_size, num_maskmem=3, max_object_pointers_in_encoder=4,
-        memory_attention_hidden_size=128, memory_attention_num_layers=1, memory_attention_downsample_rate=2,
-        memory_attention_feed_forward_hidden_size=64, memory_attention_rope_feat_sizes=[side[2], side[2]],
-        memory_encoder_hidden_size=128, memory_encoder_output_channels=64, mask_downsampler_embed_dim=128,
-        mask_downsampler_kernel_size=2, mask_downsampler_padding=0,
-        memory_fuser_num_layers=1, memory_fuser_embed_dim=128, memory_fuser_intermediate_dim=64,
-    )  # fmt: skip
-
-
-__all__ = ["add_masklets", "propagate_masklet", "tiny_sam2_video_config"]
+__all__ = ["add_masklets", "propagate_masklet"]
