@@ -8,10 +8,15 @@ model offline, as `benches/learning.py` does for images, from stage 0:
 0. `visionllm-hf synth` writes scenes and clips (`--clips`); `pretrain clip --region-positions` trains the demo
    tower as a CLIP on captions and on region texts that say where each shape is ("a red circle at the top
    left"); `pretrain llm` a Llama on the data's text; `build --preset demo` assembles them;
-1. `train --stage v2-pretrain` on the clips (projector, LLM frozen), then `--stage v2-tune` (LLM and projector).
+1. `train --stage v2-pretrain` on the clips (projector, LLM frozen), then `--stage v2-tune` (LLM and projector)
+   with `--video_temporal_tokens frame_changes` (the temporal tokens carry how each frame changed);
+2. a direction drill: `v2-tune` at twice the rate on the direction questions alone (1500, then 3000 steps: the
+   LLM's loss sits at uniform for ~1000 steps before it starts to read the changes), then 1000 steps of step 1's
+   `v2-tune` on every clip task again (the drill alone makes it forget the other answers).
 
 `--recipe demo` instead tunes the shipped demo model (its tower's features barely move with position: see the
-README) with step 1's `v2-tune`; `train` adds the video tokens it lacks. Then, on held-out clips: direction
+README) with step 1's `v2-tune` and u-LLaVA's temporal tokens (frame means); `train` adds the video tokens it
+lacks. Then, on held-out clips: direction
 accuracy and counting exact match against chance, and the same model with each clip's frames shuffled (a model
 that reads time loses direction, not counting). Last, `[SEG]` about each clip's mover with a SAM 2 video tracker
 attached: the masklet's mean IoU with the truth (see `masklet_iou`).
@@ -42,6 +47,7 @@ QUESTIONS = {
 
 
 PRETRAINING = {"clip": 1500, "llm": 1500, "v2-pretrain": 800}  # steps (CLIP batches of 64, LLM of 32)
+DRILL = [("direction", 1500, 40), ("direction", 3000, 40), ("clips", 1000, 20)]  # data, steps, rate scale
 
 
 def train(out: Path, recipe: str, train_clips: int, steps: int, batch_size: int, fraction: float = 1.0) -> Path:
@@ -67,8 +73,18 @@ def train(out: Path, recipe: str, train_clips: int, steps: int, batch_size: int,
     cli(["train", "--model", str(out / "base"), "--stage", "v2-pretrain", "--data", clips, "--output_dir",
          str(out / "aligned"), "--max_steps", step_counts["v2-pretrain"], "--per_device_train_batch_size",
          str(batch_size), "--save_strategy", "no", "--seed", "0"])
-    cli(["train", "--model", str(out / "aligned"), "--output_dir", str(out / "model"), *tune])
-    return out / "model"
+    cli(["train", "--model", str(out / "aligned"), "--output_dir", str(out / "tuned"), *tune,
+         "--video_temporal_tokens", "frame_changes"])
+    records = json.loads((data / "video_conversations.json").read_text())
+    (data / "direction.json").write_text(json.dumps([record for record in records if record["task"] == "video_qa"]))
+    model = out / "tuned"
+    for seed, (name, drill_steps, scale) in enumerate(DRILL):
+        spec = clips if name == "clips" else f"conversation={data}/direction.json"
+        cli(["train", "--model", str(model), "--output_dir", str(out / f"drill{seed}"), "--stage", "v2-tune",
+             "--learning_rate_scale", str(scale), "--data", spec, "--max_steps", str(max(2, int(drill_steps * fraction))),
+             "--per_device_train_batch_size", str(batch_size), "--save_strategy", "no", "--seed", str(seed)])
+        model = out / f"drill{seed}"
+    return model
 
 
 def answers(model, processor, clips, question: str, frames_of, batch_size: int = 16) -> list[str]:
@@ -170,7 +186,8 @@ def main():
     metrics = evaluate(model_dir, args.eval_clips)
     metrics.update(masklet_iou(model_dir, min(args.eval_clips, 50)))
     print(f"\nrecipe {args.recipe}: v2-tune {args.steps} steps of {args.batch_size} clips ({args.train_clips} "
-          f"training clips), {(trained - started) / 60:.1f} min in all; evaluation on {args.eval_clips} held-out clips")
+          f"training clips){' and the direction drill' if args.recipe == 'stage0' else ''}, "
+          f"{(trained - started) / 60:.1f} min in all; evaluation on {args.eval_clips} held-out clips")
     for name, value in metrics.items():
         print(f"{name:<32} {value:.3f}")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -181,6 +181,8 @@ def train_options_parser() -> argparse.ArgumentParser:
     options.add_argument("--max_length", type=int, help="truncate longer training sequences")
     options.add_argument("--save_merged", type=_boolean, default=True,
                          help="with LoRA, also save the merged full model (default true)")
+    options.add_argument("--video_temporal_tokens", choices=("frame_means", "frame_changes"),
+                         help="what a video's temporal tokens carry (saved in the config; default: the checkpoint's)")
     options.add_argument("--caption_encoder", help="Stable Diffusion pipeline (hub id or folder) whose text encoder "
                          "gives the targets of the [GEN]/[EDIT] text-feature loss")
     return parser

@@ -1,5 +1,6 @@
 """Every script in benches/ runs in its smoke mode (smallest sizes, one repeat), so none can rot unnoticed."""
 
+import json
 import re
 import subprocess
 import sys
@@ -106,6 +107,8 @@ def test_video_smoke_trains_on_clips_and_scores_time_against_chance(tmp_path):
                    "masklet mean IoU, truth on frame 0 then tracker", "masklet mean IoU, truth on frame 0 kept, no tracker"):
         assert re.search(rf"^{re.escape(metric)}\s+\d\.\d{{3}}$", out, re.M), metric
     assert (tmp_path / "metrics.json").is_file()
+    drilled = json.loads((tmp_path / "drill2" / "config.json").read_text())
+    assert drilled["video_temporal_tokens"] == "frame_changes" and drilled["video_token_id"] is not None
 
 
 def test_in_context_smoke_compares_with_and_without_examples(tmp_path):

@@ -231,6 +231,50 @@ def test_a_seg_answer_about_a_video_gives_a_masklet(tmp_path):
     assert len(obj["video_scores"]) == 6
 
 
+def test_frame_change_tokens_carry_each_step_and_flip_with_the_order(tiny):
+    """
+    `video_temporal_tokens="frame_changes"`: the spatial tokens stay u-LLaVA's; temporal token t is the projected,
+    standardised change of frame t's average since frame t-1. A steady change gives equal tokens, the reversed
+    video gives the opposite changes, and a still video gives T copies of the projected zero vector.
+    """
+    from visionllm_hf.modeling.modeling_visionllm import frame_changes
+
+    model, processor = tiny
+    pixels = processor(text=[video_prompt(processor)], videos=[random_video()])["pixel_values_videos"]
+    seq = processor.image_processor.image_seq_length
+    projector = model.model.multi_modal_projector
+    with torch.no_grad():
+        means_tokens = model.model.get_video_features(pixels)
+        model.config.video_temporal_tokens = "frame_changes"
+        try:
+            tokens = model.model.get_video_features(pixels)
+            still = model.model.get_video_features(pixels[:, :1].expand_as(pixels))
+        finally:
+            model.config.video_temporal_tokens = "frame_means"
+        frame_means = model.model.get_vision_features(pixels[0]).mean(1)  # (frames, dim)
+        steps = frame_means[1:] - frame_means[:-1]
+        expected = projector(torch.cat([torch.zeros_like(steps[:1]), (steps - steps.mean(-1, keepdim=True))
+                                        / steps.var(-1, unbiased=False, keepdim=True).add(1e-5).sqrt()]))
+        zero = projector(torch.zeros_like(frame_means[0]))
+    torch.testing.assert_close(tokens[0, :seq], means_tokens[0, :seq])  # the spatial tokens are unchanged
+    torch.testing.assert_close(tokens[0, seq:], expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(tokens[0, seq:], means_tokens[0, seq:], atol=1e-3)
+    torch.testing.assert_close(still[0, seq:], zero.expand(8, -1), rtol=1e-4, atol=1e-5)
+    ramp = torch.randn(1, 1, 5) + torch.arange(4.0).view(1, 4, 1) * torch.randn(1, 1, 5)  # a steady change
+    changes = frame_changes(ramp)
+    torch.testing.assert_close(changes[0, 1:], changes[0, 1:2].expand(3, -1))
+    torch.testing.assert_close(frame_changes(ramp.flip(1))[0, 1:], -changes[0, 1:])
+    assert changes[0, 1].pow(2).mean().item() == pytest.approx(1.0, abs=1e-3)  # standardised: as loud as a frame
+
+
+def test_an_unknown_temporal_token_kind_is_named(tiny):
+    model, _ = tiny
+    # transformers' strict config fields (or, where they do not check, the config itself) name field and value
+    with pytest.raises((ValueError, TypeError, __import__("huggingface_hub").errors.StrictDataclassError),
+                       match="video_temporal_tokens.*frame_diffs"):
+        type(model.config)(**{**model.config.to_dict(), "video_temporal_tokens": "frame_diffs"})
+
+
 def test_train_gives_a_checkpoint_without_video_tokens_its_video_tokens(tmp_path):
     """The shipped demo model predates video support: `visionllm-hf train` on video data adds the three tokens."""
     import json
@@ -247,8 +291,11 @@ def test_train_gives_a_checkpoint_without_video_tokens_its_video_tokens(tmp_path
     out = tmp_path / "tuned"
     assert main(["train", "--model", str(DEMO_MODEL), "--stage", "v2-tune", "--data",
                  f"conversation={paths['conversations']}", "--output_dir", str(out), "--max_steps", "1",
-                 "--per_device_train_batch_size", "2", "--save_strategy", "no", "--learning_rate_scale", "0"]) == 0
+                 "--per_device_train_batch_size", "2", "--save_strategy", "no", "--learning_rate_scale", "0",
+                 "--video_temporal_tokens", "frame_changes"]) == 0
     config = json.loads((out / "config.json").read_text())
+    assert demo.get("video_temporal_tokens", "frame_means") == "frame_means"
+    assert config["video_temporal_tokens"] == "frame_changes"  # asked for, and saved
     vocabulary = demo["text_config"]["vocab_size"]
     assert [config[f"video{part}_token_id"] for part in ("", "_start", "_end")] == [vocabulary, vocabulary + 1, vocabulary + 2]
     assert config["text_config"]["vocab_size"] == vocabulary + 3

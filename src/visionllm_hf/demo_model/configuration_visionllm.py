@@ -35,6 +35,7 @@ DEFAULT_DECODER_LOSS_WEIGHTS = {
     "edit_text_mse": 0.1,
 }
 DECODER_TYPES = ("box", "mask", "object", "keypoint", "text_to_image", "image_editing")
+VIDEO_TEMPORAL_TOKENS = ("frame_means", "frame_changes")  # see the docstring
 DIFFUSION_CONFIG_FIELDS = {"text_to_image": "generation_decoder_config", "image_editing": "editing_decoder_config"}
 COCO_KEYPOINTS = [
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
@@ -140,6 +141,12 @@ class VisionLLMConfig(PreTrainedConfig):
         video_token_id, video_start_token_id, video_end_token_id (`int`, *optional*):
             Ids of `<video>` (the placeholder a video's `image_seq_length + frames` tokens fill) and of u-LLaVA's
             markers `<vid_beg>` and `</vid_end>` around them. Unset for a checkpoint without video support.
+        video_temporal_tokens (`str`, *optional*, defaults to `"frame_means"`):
+            What a video's T temporal tokens carry. `"frame_means"`: each frame's features averaged over its patches
+            (u-LLaVA). `"frame_changes"`: how that average changed since the previous frame (zero for the first
+            frame), standardised per token so a small change is as loud as a frame; the same T tokens, no new
+            parameters, and a bag of them says which way things move whatever their order. The tiny models here
+            learn direction from the changes but not from the means (README, "Videos").
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
             Whether the LM head shares its weight with the input embeddings.
         training_history (`list[str]`, *optional*):
@@ -224,6 +231,7 @@ class VisionLLMConfig(PreTrainedConfig):
     video_token_id: int | None = None
     video_start_token_id: int | None = None
     video_end_token_id: int | None = None
+    video_temporal_tokens: Literal["frame_means", "frame_changes"] = "frame_means"
     tie_word_embeddings: bool = False
     training_history: list[str] | None = None
 
@@ -255,6 +263,10 @@ class VisionLLMConfig(PreTrainedConfig):
                 f"{self.image_seq_length}; set region_encoder_type=None"
             )
         self._set_super_link_defaults()
+        if self.video_temporal_tokens not in VIDEO_TEMPORAL_TOKENS:
+            raise ValueError(
+                f"unknown video_temporal_tokens '{self.video_temporal_tokens}'; known: {', '.join(VIDEO_TEMPORAL_TOKENS)}"
+            )
         if not 1 <= self.min_tiles <= self.max_tiles:
             raise ValueError(f"need 1 <= min_tiles <= max_tiles, got {self.min_tiles} and {self.max_tiles}")
         # The text model's own flag decides tying when it was saved that way (same rule as LLaVA).

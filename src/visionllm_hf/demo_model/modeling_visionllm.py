@@ -101,6 +101,16 @@ def _is_prefill(cache: Cache | None) -> bool:
     return cache is None or cache.get_seq_length() == 0
 
 
+def frame_changes(frame_means: torch.Tensor) -> torch.Tensor:
+    """
+    `(videos, T, dim)` frame averages -> how each changed since the previous frame (zero for the first),
+    standardised over its features (a layer norm without weights). Between two frames a moving shape shifts a
+    frame's average by a few hundredths of its size; standardised, the change is as loud as a frame's features.
+    """
+    changes = torch.diff(frame_means, dim=1, prepend=frame_means[:, :1])
+    return nn.functional.layer_norm(changes, changes.shape[-1:])
+
+
 class VisionLLMMultiModalProjector(nn.Module):
     """
     Two-layer MLP from the vision feature width to the LLM width (LLaVA-1.5's `mlp2x_gelu`), with
@@ -215,7 +225,9 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
         Every frame goes through the vision tower; the spatial tokens are the patch features averaged over the T
         frames (one per patch), the temporal tokens each frame's features averaged over its patches (one per
         frame). Both go through the image projector, so a video adds no parameters of its own: only the
-        embeddings of `<vid_beg>` and `</vid_end>` around them are new.
+        embeddings of `<vid_beg>` and `</vid_end>` around them are new. With `config.video_temporal_tokens ==
+        "frame_changes"` a temporal token is how its frame's average changed since the previous frame instead
+        (`frame_changes`).
 
         Args:
             pixel_values_videos (`torch.FloatTensor` of shape `(num_videos, T, 3, tile_size, tile_size)`):
@@ -229,6 +241,8 @@ class VisionLLMModel(VisionLLMPreTrainedModel):
         _, features = self._run_vision_tower(pixel_values_videos.flatten(0, 1))
         features = features.unflatten(0, (num_videos, num_frames))  # videos, frames, patches, dim
         spatial, temporal = features.mean(dim=1), features.mean(dim=2)
+        if self.config.video_temporal_tokens == "frame_changes":
+            temporal = frame_changes(temporal)
         return self._project(torch.cat([spatial, temporal], dim=1))
 
     def _tokens_per_image(self, image_tokens: torch.Tensor, image_grids: torch.LongTensor | None) -> list[torch.Tensor]:

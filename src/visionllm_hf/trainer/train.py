@@ -199,6 +199,8 @@ def train(argv: list[str]) -> Path:
     if any(getattr(source, "has_videos", False) for source in sources) and model.config.video_token_id is None:
         add_video_tokens(model, processor)
         print("the data has videos: added <video>, <vid_beg> and </vid_end> to the checkpoint's vocabulary")
+    if options.video_temporal_tokens is not None:
+        model.config.video_temporal_tokens = options.video_temporal_tokens  # no weights: only what fills the tokens
     keypoint_names = keypoint_names_for(sources, model.config)
     if keypoint_names is not None:
         grow_keypoint_decoder(model, keypoint_names)
