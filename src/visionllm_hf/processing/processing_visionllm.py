@@ -50,7 +50,8 @@ class VisionLLMProcessor(ProcessorMixin):
         num_frames (`int`, *optional*, defaults to 8):
             Frames sampled uniformly from each video (u-LLaVA's T = 8). A `<video>` becomes `<vid_beg>`, then
             `image_seq_length + num_frames` `<video>` tokens (the spatial tokens: patch features averaged over
-            time; the temporal tokens: each frame's features averaged over space), then `</vid_end>`.
+            time; the temporal tokens: each frame's features averaged over space, or their frame-to-frame
+            changes, see `VisionLLMConfig.video_temporal_tokens`), then `</vid_end>`.
     """
 
     valid_processor_kwargs = VisionLLMProcessorKwargs
