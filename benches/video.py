@@ -16,10 +16,9 @@ model offline, as `benches/learning.py` does for images, from stage 0:
 
 `--recipe demo` instead tunes the shipped demo model (its tower's features barely move with position: see the
 README) with step 1's `v2-tune` and u-LLaVA's temporal tokens (frame means); `train` adds the video tokens it
-lacks. Then, on held-out clips: direction
-accuracy and counting exact match against chance, and the same model with each clip's frames shuffled (a model
-that reads time loses direction, not counting). Last, `[SEG]` about each clip's mover with a SAM 2 video tracker
-attached: the masklet's mean IoU with the truth (see `masklet_iou`).
+lacks. Then, on held-out clips: direction accuracy and counting exact match against chance, and the same model
+with each clip's frames shuffled (a model that reads time loses direction, not counting). Last, `[SEG]` about
+each clip's mover with a SAM 2 video tracker attached: the masklet's mean IoU with the truth (see `masklet_iou`).
 
     python benches/video.py [--recipe stage0|demo] [--train-clips 2000] [--eval-clips 200] [--steps 3000]
                             [--out outputs/video] [--smoke]
