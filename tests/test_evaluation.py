@@ -48,6 +48,17 @@ def test_perfect_predictions_score_one_and_shifted_boxes_score_zero(synthetic, i
         assert coco_average_precision(coco, shifted, "bbox")["AP50"] == 0.0
 
 
+def test_class_agnostic_ap_scores_boxes_that_name_the_wrong_category(synthetic):
+    coco = COCO(str(synthetic["instances"]))
+    categories = sorted(coco.getCatIds())
+    renamed = [{**r, "category_id": categories[(categories.index(r["category_id"]) + 1) % len(categories)]}
+               for r in ground_truth_results(coco, "bbox")]  # every box exact, every category wrong
+    assert coco_average_precision(coco, renamed, "bbox", use_categories=False)["AP50"] == pytest.approx(1.0)
+    assert coco_average_precision(coco, renamed, "bbox")["AP50"] < 0.5
+    right = ground_truth_results(coco, "bbox")
+    assert coco_average_precision(coco, right, "bbox", use_categories=False)["AP50"] == pytest.approx(1.0)
+
+
 def test_simple_scores():
     assert precision_at_iou([[0, 0, 10, 10], [0, 0, 10, 10], None], [[0, 0, 10, 10], [5, 5, 15, 15], [0, 0, 1, 1]]) == pytest.approx(1 / 3)
     half = np.zeros((4, 4), dtype=bool)
@@ -84,7 +95,7 @@ def test_coco_module_matches_the_function(synthetic):
 def test_evaluator_runs_every_task_on_a_demo_size_model(synthetic):
     model, processor = build_demo(seed=0)  # predicts the synthetic shapes' 5 keypoints
     metrics = Evaluator(model, processor, str(synthetic["root"]), max_images=2, batch_size=4, progress=False).run()
-    expected = {"detection AP50", "mask AP50", "keypoint AP", "REC P@0.5", "REC P@0.5 <LOC>", "RES cIoU",
+    expected = {"detection AP50", "detection AP50 class-agnostic", "mask AP50", "keypoint AP", "REC P@0.5", "REC P@0.5 <LOC>", "RES cIoU",
                 "interactive segmentation cIoU",
                 "region classification accuracy", "counting exact match", "caption BLEU-4", "caption CIDEr"}
     reliance = {"region classification image reliance", "counting image reliance", "caption image reliance"}

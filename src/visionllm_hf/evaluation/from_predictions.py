@@ -12,7 +12,7 @@ from pathlib import Path
 from ..prediction.outputs import COCO_RESULTS
 from .data import EvaluationData
 from .metrics import coco_average_precision
-from .runner import DETECTION_METRICS, KEYPOINT_METRICS, MASK_METRICS
+from .runner import CLASS_AGNOSTIC, DETECTION_METRICS, KEYPOINT_METRICS, MASK_METRICS
 
 
 def read_coco_results(path: str | Path) -> tuple[Path, list[dict]]:
@@ -52,9 +52,12 @@ def score_predictions(predictions: str | Path, data: EvaluationData) -> tuple[di
                       if iou_type == "bbox" else f"{path.name}: no result has a mask ('segmentation')")
             not_scored.update(dict.fromkeys(names, reason))
             continue
-        scores = coco_average_precision(coco_data.coco, [_for(iou_type, r) for r in scored], iou_type,
-                                        image_ids=coco_data.image_ids)
+        scored = [_for(iou_type, r) for r in scored]
+        scores = coco_average_precision(coco_data.coco, scored, iou_type, image_ids=coco_data.image_ids)
         metrics.update(zip(names, (scores["AP"], scores["AP50"])))
+        if iou_type == "bbox":
+            metrics[CLASS_AGNOSTIC] = coco_average_precision(
+                coco_data.coco, scored, iou_type, image_ids=coco_data.image_ids, use_categories=False)["AP50"]
     not_scored.update(dict.fromkeys(KEYPOINT_METRICS, "keypoints are scored by name when eval runs the model "
                                                       "(--model); a predictions file holds the model's order"))
     return {name: round(value, 4) for name, value in metrics.items()}, not_scored

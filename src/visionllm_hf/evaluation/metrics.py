@@ -19,12 +19,14 @@ def coco_average_precision(
     keypoint_sigmas: list[float] | None = None,
     category_ids: list[int] | None = None,
     image_ids: list | None = None,
+    use_categories: bool = True,
 ) -> dict[str, float]:
     """
     COCOeval over `results` (COCO result format: `bbox` xywh, `segmentation` RLE or `keypoints`, `score`,
     `category_id`, `image_id`), over `category_ids` only when given, and over `image_ids` (default: every image
-    of `ground_truth`, so an image without results counts its missed objects). Returns `AP` (0.50:0.95) and
-    `AP50`; zeros when there are no results.
+    of `ground_truth`, so an image without results counts its missed objects). `use_categories=False` is
+    COCOeval's class-agnostic mode (`params.useCats = 0`): a box counts for any object it covers, whatever
+    category it names. Returns `AP` (0.50:0.95) and `AP50`; zeros when there are no results.
     """
     if not results:
         return {"AP": 0.0, "AP50": 0.0}
@@ -34,6 +36,7 @@ def coco_average_precision(
         evaluator.params.imgIds = sorted(ground_truth.getImgIds() if image_ids is None else image_ids)
         if category_ids is not None:
             evaluator.params.catIds = list(category_ids)
+        evaluator.params.useCats = int(use_categories)
         if keypoint_sigmas is not None:
             evaluator.params.kpt_oks_sigmas = np.asarray(keypoint_sigmas, dtype=np.float64)
         evaluator.evaluate()
