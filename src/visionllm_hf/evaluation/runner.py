@@ -45,7 +45,7 @@ GOALS = {  # issue 21's, on held-out synthetic scenes; the table's status column
 DETECTION_METRICS = ("detection AP", "detection AP50")
 MASK_METRICS = ("mask AP", "mask AP50")
 # the same boxes scored whatever category they name: far above "detection AP50" means the decoder finds the
-# objects but names the wrong category (see the README's "What the demo model learns")
+# objects but names the wrong category (the README's "Synthetic scenes, the demo model and what it learns")
 CLASS_AGNOSTIC = "detection AP50 class-agnostic"
 KEYPOINT_METRICS = ("keypoint AP", "keypoint AP50")
 CAPTION_METRICS = ("caption BLEU-4", "caption CIDEr")
